@@ -1,0 +1,57 @@
+# dockyard: `make demo` and `make test` do all the set-up on a fresh Debian 12 machine (as root).
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# Debian packages the tests and the demo use: venv support for the system Python, curl for the
+# demo, btrfs-progs for the btrfs graph driver's tests.
+APT_PACKAGES := python3-venv curl btrfs-progs
+TYPED := engine graph drivers
+
+.PHONY: all deps system-deps demo test test-fast lint typecheck format clean
+
+all: test
+
+system-deps:
+	@missing=""; \
+	for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing Debian packages:$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	  else \
+	    echo "missing Debian packages:$$missing (run as root, or install them)"; exit 1; \
+	  fi; \
+	fi
+
+$(VENV)/.installed: setup.cfg pyproject.toml contrib/plugins/dockyard-example/pyproject.toml
+	@$(MAKE) --no-print-directory system-deps
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[test]' -e contrib/plugins/dockyard-example
+	touch $@
+
+deps: $(VENV)/.installed
+
+demo: deps
+	contrib/demo.sh $(BIN)/dockyard
+
+lint: deps
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: deps
+	$(BIN)/mypy --strict $(TYPED)
+
+format: deps
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+test: lint typecheck
+	$(BIN)/pytest -q -rs
+
+test-fast: deps
+	$(BIN)/pytest -q -m "not slow" tests/unit
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache *.egg-info

@@ -1,0 +1,68 @@
+"""Turn records into text: tables for rows, indented ``Key: value`` for one object, JSON on ask."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+
+import click
+import orjson
+
+Record = Mapping[str, object]
+
+
+def cell(value: object) -> str:
+    """One value as table text: scalars as they are, containers as compact JSON."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list | tuple) and all(isinstance(v, str) for v in value):
+        return " ".join(value)  # type: ignore[arg-type]
+    if isinstance(value, int | float):
+        return str(value)
+    return orjson.dumps(value).decode()
+
+
+def table(rows: Sequence[Record], columns: Sequence[tuple[str, str]]) -> None:
+    """Print *rows* under *columns* (header, key) in aligned columns."""
+    text = [[cell(r.get(key)) for _, key in columns] for r in rows]
+    widths = [max([len(h), *(len(t[i]) for t in text)]) for i, (h, _) in enumerate(columns)]
+    for line in [[h for h, _ in columns], *text]:
+        click.echo("   ".join(v.ljust(w) for v, w in zip(line, widths, strict=True)).rstrip())
+
+
+def keyvalues(record: Record, indent: int = 0) -> None:
+    """Print a record as ``Key: value`` lines, nested mappings indented."""
+    pad = " " * indent
+    for key, value in record.items():
+        if isinstance(value, Mapping) and value:
+            click.echo(f"{pad}{key}:")
+            keyvalues(value, indent + 2)
+        else:
+            click.echo(f"{pad}{key}: {cell(value)}")
+
+
+def records(rows: Sequence[Record]) -> None:
+    """Print records generically: one table when they are flat and alike, else key/value blocks."""
+    flat = all(not isinstance(v, Mapping) for r in rows for v in r.values())
+    keys = [list(r) for r in rows]
+    if rows and flat and all(k == keys[0] for k in keys):
+        table(rows, [(k.upper(), k) for k in keys[0]])
+        return
+    for i, row in enumerate(rows):
+        if i:
+            click.echo()
+        keyvalues(row)
+
+
+def json_lines(rows: Sequence[Record]) -> None:
+    """Print one JSON object per line."""
+    for row in rows:
+        click.echo(orjson.dumps(row).decode())
+
+
+def json_option(f: Callable[..., object]) -> Callable[..., object]:
+    """The shared ``--json`` flag: print raw JSON instead of text."""
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")(f)

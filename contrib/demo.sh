@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Start a dockyard daemon in the background, talk to it, and stop it again.
+# Usage: contrib/demo.sh [path/to/dockyard]   (run as root: it uses /run and /var/lib/dockyard)
+set -euo pipefail
+DOCKYARD=${1:-dockyard}
+SOCK=${DOCKYARD_DEMO_SOCK:-/run/dockyard.sock}
+LOG=$(mktemp /tmp/dockyard-demo.XXXXXX.log)
+export DOCKYARD_HOST="unix://$SOCK"
+
+step() { printf '\n\033[1m$ %s\033[0m\n' "$*"; "$@"; }
+
+"$DOCKYARD" daemon -H "unix://$SOCK" >"$LOG" 2>&1 &
+pid=$!
+stop() {
+  if kill -0 "$pid" 2>/dev/null; then kill -TERM "$pid"; wait "$pid" || true; fi
+  echo; echo "daemon stopped; its log: $LOG"
+}
+trap stop EXIT
+
+for _ in $(seq 100); do
+  "$DOCKYARD" version >/dev/null 2>&1 && break
+  kill -0 "$pid" 2>/dev/null || { echo "the daemon did not start:"; cat "$LOG"; exit 1; }
+  sleep 0.1
+done
+
+step "$DOCKYARD" info
+step "$DOCKYARD" jobs ls
+step "$DOCKYARD" job commands --json
+step curl -s --unix-socket "$SOCK" http://localhost/jobs -o /dev/null -w 'GET /jobs over the socket: HTTP %{http_code}\n'
+if "$DOCKYARD" jobs ls | grep -q '^hello '; then
+  step "$DOCKYARD" job hello newcomer
+  step "$DOCKYARD" job countdown -p start=3 -p interval=0.2
+fi
+step "$DOCKYARD" jobs history -n 5

@@ -1,0 +1,15 @@
+"""Job handlers, one module per area; ``INSTALLERS`` is the one list of what the daemon installs."""
+
+from collections.abc import Callable
+from typing import Final
+
+from engine import Engine
+from jobs import introspect, system
+
+INSTALLERS: Final[tuple[Callable[[Engine], None], ...]] = (introspect.install, system.install)
+
+
+def install(engine: Engine) -> None:
+    """Register every built-in job with *engine*."""
+    for installer in INSTALLERS:
+        installer(engine)

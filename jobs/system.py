@@ -1,0 +1,118 @@
+"""System jobs: ``version`` and ``info``, in the Docker Engine API's shapes."""
+
+from __future__ import annotations
+
+import functools
+import os
+import platform
+import socket
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Final
+
+from engine import VERSION, Engine, Job, Key
+
+API_VERSION: Final = "1.45"
+MIN_API_VERSION: Final = "1.24"
+_ARCH: Final = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "i686": "386"}
+
+
+@dataclass(frozen=True, slots=True)
+class DaemonInfo:
+    """What the daemon knows of itself, provided to jobs as ``engine[DAEMON]``."""
+
+    engine_id: str
+    data_root: Path
+    exec_root: Path
+    hosts: tuple[str, ...] = ()
+    debug: bool = False
+    plugins: dict[str, list[str]] = field(default_factory=dict)
+    plugin_failures: dict[str, str] = field(default_factory=dict)
+    warnings: tuple[str, ...] = ()
+    started: float = field(default_factory=time.time)
+
+
+DAEMON: Key[DaemonInfo] = Key("daemon info", DaemonInfo)
+
+
+@functools.cache
+def host_facts() -> dict[str, object]:
+    """Return the host's facts that do not change while the daemon runs."""
+    os_name = "Linux"
+    try:
+        for line in Path("/etc/os-release").read_text().splitlines():
+            if line.startswith("PRETTY_NAME="):
+                os_name = line.partition("=")[2].strip().strip('"')
+    except OSError:
+        pass
+    mem = 0
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                mem = int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return {
+        "KernelVersion": platform.release(),
+        "OperatingSystem": os_name,
+        "OSType": "linux",
+        "Architecture": platform.machine(),
+        "NCPU": os.cpu_count() or 1,
+        "MemTotal": mem,
+    }
+
+
+async def version(job: Job[Any]) -> None:
+    """Emit the daemon's version record (Docker's ``/version`` shape)."""
+    facts = host_facts()
+    details = {
+        "ApiVersion": API_VERSION,
+        "MinAPIVersion": MIN_API_VERSION,
+        "Os": "linux",
+        "Arch": _ARCH.get(str(facts["Architecture"]), str(facts["Architecture"])),
+        "KernelVersion": facts["KernelVersion"],
+        "PythonVersion": platform.python_version(),
+    }
+    job.emit(
+        {
+            "Platform": {"Name": "dockyard"},
+            "Components": [{"Name": "Engine", "Version": VERSION, "Details": details}],
+            "Version": VERSION,
+            **details,
+        }
+    )
+
+
+async def info(job: Job[Any]) -> None:
+    """Emit what the daemon runs with: host facts, data root, jobs and plugins, warnings."""
+    daemon = job.engine[DAEMON]
+    engine = job.engine
+    job.emit(
+        {
+            "ID": daemon.engine_id,
+            "Name": socket.gethostname(),
+            "ServerVersion": VERSION,
+            **host_facts(),
+            "DockerRootDir": str(daemon.data_root),
+            "ExecRoot": str(daemon.exec_root),
+            "Debug": daemon.debug,
+            "SystemTime": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+            "Hosts": list(daemon.hosts),
+            "Jobs": {
+                "Registered": len(engine.names()),
+                "Running": len(engine.running()),
+                "Finished": dict(sorted(engine.counts.items())),
+            },
+            "JobPlugins": {"Loaded": daemon.plugins, "Failed": daemon.plugin_failures},
+            "UptimeSeconds": round(time.time() - daemon.started, 3),
+            "Warnings": list(daemon.warnings),
+        }
+    )
+
+
+def install(engine: Engine) -> None:
+    """Register version and info."""
+    engine.register("version", version)
+    engine.register("info", info)

@@ -1,0 +1,176 @@
+"""Daemon bootstrap: lock the data root, open the GraphDB, install jobs and plugins, serve.
+
+Order: take ``<data-root>/dockyard.lock`` (a second daemon on the same data root is refused) →
+open ``graph.db`` → register the built-in jobs → load plugins → run ``serveapi`` → write the pid
+file once every listener is up → wait for SIGINT/SIGTERM → ``engine.shutdown`` (drain jobs, stop
+listening, remove sockets) → flush the job history → remove the pid file and release the lock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import logging
+import os
+import secrets
+import signal
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import jobs
+from engine import Engine
+from engine.errors import FailedPrecondition
+from engine.plugins import load_plugins
+from graph.db import GraphDB
+from graph.jobhistory import JobHistory
+from jobs.introspect import HISTORY
+from jobs.system import DAEMON, DaemonInfo
+from server import serveapi
+from server.serveapi import INSECURE_TCP
+
+log = logging.getLogger("daemon")
+
+
+@dataclass(frozen=True, slots=True)
+class DaemonConfig:
+    """Everything ``dockyard daemon`` was started with."""
+
+    hosts: tuple[str, ...]
+    data_root: Path
+    exec_root: Path
+    storage_driver: str = ""
+    exec_driver: str = ""
+    plugins: tuple[str, ...] = ()
+    group: str = "root"
+    tlscert: str = ""
+    tlskey: str = ""
+    tlscacert: str = ""
+    tlsverify: bool = False
+    insecure_tcp: bool = False
+    debug: bool = False
+    shutdown_timeout: float = 15.0
+
+
+@contextlib.contextmanager
+def data_root_lock(data_root: Path) -> Iterator[None]:
+    """Hold the data root's lock file; FailedPrecondition if another daemon holds it."""
+    path = data_root / "dockyard.lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            raise FailedPrecondition(
+                f"another dockyard daemon (pid {holder}) is using the data root {data_root}; "
+                "stop it first, or give this one its own --data-root"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
+
+
+def _engine_id(data_root: Path) -> str:
+    path = data_root / "engine-id"
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        value = ":".join(secrets.token_hex(2).upper() for _ in range(12))
+        _write_atomic(path, value + "\n")
+        return value
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+async def run(config: DaemonConfig) -> None:
+    """Run the daemon until SIGINT or SIGTERM; raise EngineError if it cannot start."""
+    config.data_root.mkdir(parents=True, exist_ok=True, mode=0o711)
+    config.exec_root.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with data_root_lock(config.data_root):
+        db = GraphDB(config.data_root / "graph.db")
+        history = JobHistory(db)
+        try:
+            await _serve(config, Engine(recorder=history), history)
+        finally:
+            history.close()
+            db.close()
+
+
+async def _serve(config: DaemonConfig, engine: Engine, history: JobHistory) -> None:
+    engine.provide(HISTORY, history)
+    jobs.install(engine)
+    serveapi.install(engine)
+    report = load_plugins(engine, config.plugins)
+    insecure = [h for h in config.hosts if h.startswith("tcp://") and not config.tlscert]
+    engine.provide(
+        DAEMON,
+        DaemonInfo(
+            engine_id=_engine_id(config.data_root),
+            data_root=config.data_root,
+            exec_root=config.exec_root,
+            hosts=config.hosts,
+            debug=config.debug,
+            plugins=report.loaded,
+            plugin_failures=report.failed,
+            warnings=tuple(INSECURE_TCP.format(address=h) for h in insecure),
+        ),
+    )
+    serve = engine.job(
+        "serveapi",
+        *config.hosts,
+        group=config.group,
+        tlscert=config.tlscert,
+        tlskey=config.tlskey,
+        tlscacert=config.tlscacert,
+        tlsverify=config.tlsverify,
+        insecure_tcp=config.insecure_tcp,
+    )
+    ready = asyncio.Event()
+    serve.stdout.attach(lambda _: ready.set() if serve.stdout.count == len(config.hosts) else None)
+    serving = asyncio.ensure_future(serve.run())
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, _on_signal, signum, stop)
+    pidfile = config.exec_root / "dockyard.pid"
+    try:
+        await asyncio.wait(
+            [serving, asyncio.ensure_future(ready.wait())], return_when=asyncio.FIRST_COMPLETED
+        )
+        if serving.done():
+            serving.result()  # a listener failed to start: raise its error
+            return
+        _write_atomic(pidfile, f"{os.getpid()}\n")
+        log.info("daemon ready (pid %d, data root %s)", os.getpid(), config.data_root)
+        await asyncio.wait(
+            [serving, asyncio.ensure_future(stop.wait())], return_when=asyncio.FIRST_COMPLETED
+        )
+    finally:
+        log.info("shutting down")
+        await engine.shutdown(config.shutdown_timeout)
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await serving
+        pidfile.unlink(missing_ok=True)
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
+    if serving.done() and not serving.cancelled() and serving.exception():
+        raise serving.exception()  # type: ignore[misc]
+
+
+def _on_signal(signum: int, stop: asyncio.Event) -> None:
+    if stop.is_set():
+        log.warning("shutdown already in progress (send SIGKILL to force)")
+    else:
+        log.info("received %s", signal.Signals(signum).name)
+        stop.set()

@@ -1,0 +1,115 @@
+"""Renderers: run a job and turn its records into an HTTP response.
+
+The HTTP status is decided before the first byte of the body: a job that fails before emitting
+anything raises, and ``server/app.py`` maps the error class to a status. Once a stream has started,
+its end is an in-band status record (``lines``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Final
+
+import orjson
+from aiohttp import web
+
+from engine import Job
+from engine.errors import kind_of
+
+Renderer = Callable[[web.Request, Job[Any]], Awaitable[web.StreamResponse]]
+JSON: Final = "application/json"
+NDJSON: Final = "application/x-ndjson"
+
+
+def json_response(value: object, status: int = 200) -> web.Response:
+    """A JSON body with ``Content-Type: application/json`` exactly, as Docker's clients need."""
+    return web.Response(body=orjson.dumps(value), status=status, headers={"Content-Type": JSON})
+
+
+async def _collect(job: Job[Any]) -> list[Mapping[str, object]]:
+    records: list[Mapping[str, object]] = []
+    job.stdout.attach(records.append)
+    task = asyncio.ensure_future(job.run())
+    await _settle(task)
+    _raise_failure(job, task)
+    return records
+
+
+async def _settle(task: asyncio.Future[None]) -> None:
+    # The job runs in its own task: cancelling it by id does not cancel this request, and the
+    # request going away (the client hung up) cancels the job.
+    try:
+        await asyncio.wait([task])
+    finally:
+        if not task.done():
+            task.cancel()
+            await asyncio.wait([task])
+
+
+def _raise_failure(job: Job[Any], task: asyncio.Future[None]) -> None:
+    if task.cancelled() and job.error is not None:
+        raise job.error
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        raise exc
+
+
+async def one(request: web.Request, job: Job[Any]) -> web.StreamResponse:
+    """Respond with the job's single record as a JSON object."""
+    records = await _collect(job)
+    return json_response(records[0] if records else {})
+
+
+async def array(request: web.Request, job: Job[Any]) -> web.StreamResponse:
+    """Respond with the job's records as a JSON array."""
+    return json_response(await _collect(job))
+
+
+async def empty(request: web.Request, job: Job[Any]) -> web.StreamResponse:
+    """Run the job and respond 204 No Content."""
+    await _collect(job)
+    return web.Response(status=204)
+
+
+def status_record(job: Job[Any]) -> dict[str, object]:
+    """The record that ends a stream: the job's id, state, status and error."""
+    error = job.error
+    return {
+        "job": job.id,
+        "state": job.state,
+        "status": job.status,
+        "error": None if error is None else {"kind": kind_of(error), "message": str(error)},
+    }
+
+
+async def lines(request: web.Request, job: Job[Any]) -> web.StreamResponse:
+    """Stream each record as a JSON line, then a status record; headers wait for the first."""
+    queue: asyncio.Queue[Mapping[str, object] | None] = asyncio.Queue()
+    job.stdout.attach(queue.put_nowait)
+    task = asyncio.ensure_future(job.run())
+    task.add_done_callback(lambda _: queue.put_nowait(None))
+    response: web.StreamResponse | None = None
+    try:
+        while (record := await queue.get()) is not None:
+            if response is None:
+                response = await _start(request)
+            await response.write(orjson.dumps(record) + b"\n")
+    finally:  # the client went away or a write failed: stop the job
+        if not task.done():
+            task.cancel()
+            await asyncio.wait([task])
+    if response is None:
+        if job.state != "cancelled":
+            _raise_failure(job, task)
+        response = await _start(request)
+    elif not task.cancelled():
+        task.exception()  # reported in the status record below
+    await response.write(orjson.dumps(status_record(job)) + b"\n")
+    await response.write_eof()
+    return response
+
+
+async def _start(request: web.Request) -> web.StreamResponse:
+    response = web.StreamResponse(headers={"Content-Type": NDJSON})
+    await response.prepare(request)
+    return response

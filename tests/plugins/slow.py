@@ -1,0 +1,32 @@
+"""A test plugin: ``sleep`` (long, cancellable, streams a record first) and ``fail``."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+from engine import Engine, FailedPrecondition, Job
+
+
+@dataclass(frozen=True, slots=True)
+class SleepParams:
+    seconds: float
+    announce: bool = False
+
+
+async def sleep(job: Job[SleepParams]) -> None:
+    """Sleep for the given seconds; with announce, emit a record first."""
+    if job.params.announce:
+        job.emit({"sleeping": job.params.seconds})
+    await asyncio.sleep(job.params.seconds)
+    job.emit({"slept": job.params.seconds})
+
+
+async def fail(job: Job[object]) -> None:
+    """Fail with FailedPrecondition."""
+    raise FailedPrecondition("this job always fails")
+
+
+def install(engine: Engine) -> None:
+    engine.register("sleep", sleep, params=SleepParams)
+    engine.register("fail", fail)
