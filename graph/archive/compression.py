@@ -1,0 +1,117 @@
+"""Streaming decompression of layer blobs (plain, gzip, zstd, xz by magic) and their diff_id.
+
+Nothing here holds a whole layer in memory: data flows in chunks from the blob through the
+decompressor and a sha256 into the tar reader. No size cap is applied; callers that want one
+(a pull with a known size) wrap the input stream.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import lzma
+import zlib
+from typing import BinaryIO, Final, Protocol
+
+import zstandard
+
+from engine.errors import InvalidArgument
+
+GZIP_MAGIC: Final = b"\x1f\x8b"
+ZSTD_MAGIC: Final = b"\x28\xb5\x2f\xfd"
+XZ_MAGIC: Final = b"\xfd7zXZ\x00"
+_CHUNK: Final = 1 << 16
+
+# What a broken compressed stream raises; a tar that lies is handled by the tar reader.
+_CORRUPT: Final = (gzip.BadGzipFile, EOFError, zlib.error, lzma.LZMAError, zstandard.ZstdError)
+
+
+class Readable(Protocol):
+    """Anything with ``read(n)`` returning at most n bytes, b"" at end of stream."""
+
+    def read(self, size: int = -1, /) -> bytes: ...
+
+
+class _Prefixed(io.RawIOBase):
+    """Give back bytes already peeked from *stream*, then the rest of *stream*."""
+
+    def __init__(self, head: bytes, stream: Readable) -> None:
+        self._head = head
+        self._stream = stream
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buf: memoryview | bytearray) -> int:  # type: ignore[override]
+        if self._head:
+            data, self._head = self._head[: len(buf)], self._head[len(buf) :]
+        else:
+            data = self._stream.read(len(buf))
+        buf[: len(data)] = data
+        return len(data)
+
+
+class HashingReader(io.RawIOBase):
+    """Read-only view of the decompressed stream that hashes and counts every byte read."""
+
+    def __init__(self, source: Readable) -> None:
+        self._source = source
+        self._sha = hashlib.sha256()
+        self.count = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buf: memoryview | bytearray) -> int:  # type: ignore[override]
+        try:
+            data = self._source.read(len(buf))
+        except _CORRUPT as exc:
+            raise InvalidArgument(f"layer: corrupt compressed stream: {exc}") from exc
+        self._sha.update(data)
+        self.count += len(data)
+        buf[: len(data)] = data
+        return len(data)
+
+    def drain(self) -> None:
+        """Read to the end of the stream so the digest covers trailing blocks and junk."""
+        buf = bytearray(_CHUNK)
+        while self.readinto(buf):
+            pass
+
+    def digest(self) -> str:
+        """Return ``sha256:<hex>`` of the bytes read so far."""
+        return "sha256:" + self._sha.hexdigest()
+
+
+def _peek(stream: Readable, size: int) -> bytes:
+    head = b""
+    while len(head) < size:
+        data = stream.read(size - len(head))
+        if not data:
+            break
+        head += data
+    return head
+
+
+def _decompressor(head: bytes, raw: BinaryIO) -> Readable:
+    if head.startswith(GZIP_MAGIC):
+        return gzip.GzipFile(fileobj=raw, mode="rb")
+    if head.startswith(ZSTD_MAGIC):
+        return zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True)
+    if head.startswith(XZ_MAGIC):
+        return lzma.LZMAFile(raw, mode="rb")
+    return raw
+
+
+def open_layer(stream: Readable) -> HashingReader:
+    """Return a hashing reader of the uncompressed tar inside *stream* (compression by magic)."""
+    head = _peek(stream, len(XZ_MAGIC))
+    return HashingReader(_decompressor(head, io.BufferedReader(_Prefixed(head, stream))))
+
+
+def diff_id_of(stream: BinaryIO) -> str:
+    """Return ``sha256:<hex>`` of the decompressed *stream*, read to its end."""
+    reader = open_layer(stream)
+    reader.drain()
+    return reader.digest()
