@@ -4,8 +4,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 # Debian packages the tests and the demo use: venv support for the system Python, curl for the
-# demo, btrfs-progs for the btrfs graph driver's tests.
-APT_PACKAGES := python3-venv curl btrfs-progs
+# demo, btrfs-progs for the btrfs driver tests, busybox-static for test images, skopeo and umoci
+# as independent image tools, graphviz to draw the image graph.
+APT_PACKAGES := python3-venv curl btrfs-progs busybox-static skopeo umoci graphviz
 TYPED := engine graph drivers
 
 .PHONY: all deps system-deps demo test test-fast lint typecheck format clean

@@ -12,7 +12,7 @@ import socket
 import ssl
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Final
+from typing import BinaryIO, Final
 from urllib.parse import quote, urlencode, urlsplit
 
 import orjson
@@ -51,9 +51,12 @@ class TLSConfig:
     verify: bool = True
 
 
+BLOCK = 1 << 20  # bytes per read and send when streaming a body
+
+
 class _UnixConnection(http.client.HTTPConnection):
     def __init__(self, path: str, timeout: float | None) -> None:
-        super().__init__("localhost", timeout=timeout)
+        super().__init__("localhost", timeout=timeout, blocksize=BLOCK)
         self._path = path
 
     def connect(self) -> None:
@@ -80,30 +83,51 @@ class Client:
         if parts.scheme != "tcp" or not parts.hostname:
             raise InvalidArgument(f"host: {self.host}: expected unix:///path or tcp://host:port")
         if self.tls is None:
-            return http.client.HTTPConnection(parts.hostname, parts.port or 2375, timeout=timeout)
+            port = parts.port or 2375
+            return http.client.HTTPConnection(
+                parts.hostname, port, timeout=timeout, blocksize=BLOCK
+            )
         context = ssl.create_default_context(cafile=self.tls.cacert or None)
         if not self.tls.verify:
             context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
         if self.tls.cert:
             context.load_cert_chain(self.tls.cert, self.tls.key or None)
         port = parts.port or 2376
-        return http.client.HTTPSConnection(parts.hostname, port, timeout=timeout, context=context)
+        return http.client.HTTPSConnection(
+            parts.hostname, port, timeout=timeout, context=context, blocksize=BLOCK
+        )
 
     def request(
-        self, method: str, path: str, body: object = None, timeout: float | None = None
+        self,
+        method: str,
+        path: str,
+        body: object = None,
+        timeout: float | None = None,
+        *,
+        data: BinaryIO | None = None,
+        content_type: str = "application/x-tar",
     ) -> http.client.HTTPResponse:
-        """Send one request; return the response, or raise the error the daemon sent."""
+        """Send one request (a JSON *body*, or a stream of raw *data*); return the response, or
+        raise the error the daemon sent."""
         conn = self._connection(timeout)
         headers = {"Host": "localhost"}
-        data = None
-        if body is not None:
-            data = orjson.dumps(body)
+        payload: bytes | BinaryIO | None = None
+        if data is not None:
+            payload = data
+            headers["Content-Type"] = content_type
+            headers["Transfer-Encoding"] = "chunked"
+        elif body is not None:
+            payload = orjson.dumps(body)
             headers["Content-Type"] = "application/json"
         try:
-            conn.request(method, path, body=data, headers=headers)
+            conn.request(
+                method, path, body=payload, headers=headers, encode_chunked=data is not None
+            )
             response = conn.getresponse()
         except (OSError, http.client.HTTPException) as exc:
             conn.close()
+            if isinstance(exc, BrokenPipeError | ConnectionResetError) and data is not None:
+                raise Unavailable(f"the daemon at {self.host} closed the connection") from None
             reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
             raise DaemonUnreachable(
                 f"cannot connect to the dockyard daemon at {self.host}: {reason}. "
@@ -119,9 +143,24 @@ class Client:
         response = self.request("GET", path + suffix)
         return orjson.loads(response.read())
 
-    def delete(self, path: str) -> None:
-        """DELETE *path*."""
-        self.request("DELETE", path).read()
+    def delete(self, path: str, **query: object) -> object:
+        """DELETE *path*; return its decoded JSON body (None if it has none)."""
+        suffix = f"?{urlencode(query)}" if query else ""
+        raw = self.request("DELETE", path + suffix).read()
+        return orjson.loads(raw) if raw else None
+
+    def messages(
+        self, method: str, path: str, data: BinaryIO | None = None
+    ) -> Iterator[dict[str, object]]:
+        """Yield the JSON messages of a Docker-style stream; raise an in-band error."""
+        response = self.request(method, path, data=data)
+        for line in response:
+            if not line.strip():
+                continue
+            message = orjson.loads(line)
+            if "error" in message:
+                raise EngineError(str(message["error"]))
+            yield message
 
     def run_job(
         self, name: str, args: list[str], params: Mapping[str, object]

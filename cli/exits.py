@@ -59,4 +59,5 @@ class CommandError(click.ClickException):
 
     def __init__(self, exc: EngineError) -> None:
         super().__init__(str(exc))
-        self.exit_code = int(exit_status(exc))
+        # click declares exit_code on the class; each instance carries its own here.
+        self.exit_code = int(exit_status(exc))  # type: ignore[misc]

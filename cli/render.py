@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping, Sequence
 
 import click
@@ -19,7 +20,7 @@ def cell(value: object) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, list | tuple) and all(isinstance(v, str) for v in value):
-        return " ".join(value)  # type: ignore[arg-type]
+        return " ".join(value)
     if isinstance(value, int | float):
         return str(value)
     return orjson.dumps(value).decode()
@@ -66,3 +67,24 @@ def json_lines(rows: Sequence[Record]) -> None:
 def json_option(f: Callable[..., object]) -> Callable[..., object]:
     """The shared ``--json`` flag: print raw JSON instead of text."""
     return click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")(f)
+
+
+def human_size(n: int) -> str:
+    """Bytes as Docker shows them: ``4.26MB``, ``812kB``, ``0B`` (decimal units)."""
+    value = float(n)
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if value < 1000 or unit == "TB":
+            return f"{value:.3g}{unit}"
+        value /= 1000
+    return f"{n}B"
+
+
+def human_ago(when: float, now: float | None = None) -> str:
+    """A past unix time as Docker shows it: ``3 minutes ago``."""
+    seconds = max(0, int((time.time() if now is None else now) - when))
+    for size, unit in ((86400 * 365, "year"), (86400 * 7, "week"), (86400, "day"),
+                       (3600, "hour"), (60, "minute")):  # fmt: skip
+        if seconds >= size:
+            count = seconds // size
+            return f"{count} {unit}{'s' if count > 1 else ''} ago"
+    return "Less than a minute ago" if seconds >= 1 else "Less than a second ago"

@@ -23,12 +23,22 @@ for _ in $(seq 100); do
   sleep 0.1
 done
 
+HERE=$(cd "$(dirname "$0")" && pwd)
+
 step "$DOCKYARD" info
 step "$DOCKYARD" jobs ls
-step "$DOCKYARD" job commands --json
+step "$DOCKYARD" job commands
 step curl -s --unix-socket "$SOCK" http://localhost/jobs -o /dev/null -w 'GET /jobs over the socket: HTTP %{http_code}\n'
 if "$DOCKYARD" jobs ls | grep -q '^hello '; then
   step "$DOCKYARD" job hello newcomer
   step "$DOCKYARD" job countdown -p start=3 -p interval=0.2
 fi
+# A busybox image made from the host's busybox-static (once: later runs reuse it).
+if ! "$DOCKYARD" inspect busybox >/dev/null 2>&1; then
+  printf '\n\033[1m$ %s\033[0m\n' "contrib/mkimage/busybox.sh | $DOCKYARD import - busybox:latest -c 'CMD [\"sh\"]'"
+  "$HERE/mkimage/busybox.sh" | "$DOCKYARD" import - busybox:latest -c 'CMD ["sh"]'
+fi
+step "$DOCKYARD" images
+step "$DOCKYARD" images --tree
+step "$DOCKYARD" history busybox
 step "$DOCKYARD" jobs history -n 5

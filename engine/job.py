@@ -27,6 +27,7 @@ log = logging.getLogger("engine")
 P = TypeVar("P")
 Record = Mapping[str, object]
 Sink = Callable[[Record], None]
+Writer = Callable[[bytes], Awaitable[None]]
 State = Literal["created", "running", "ok", "error", "cancelled", "not found"]
 
 
@@ -56,15 +57,26 @@ class Input:
 
 
 class Output:
-    """Records a job emits, delivered in order to every attached sink."""
+    """What a job produces: records, delivered in order to every sink, and raw bytes (a tar
+    being saved, say), written to every writer with backpressure."""
 
     def __init__(self) -> None:
         self._sinks: list[Sink] = []
+        self._writers: list[Writer] = []
         self.count = 0
 
     def attach(self, sink: Sink) -> None:
         """Deliver every later record to *sink* (a cheap, non-blocking callable)."""
         self._sinks.append(sink)
+
+    def attach_writer(self, writer: Writer) -> None:
+        """Send every later chunk of raw output to *writer*, awaiting it."""
+        self._writers.append(writer)
+
+    async def write(self, data: bytes) -> None:
+        """Write raw bytes to every writer; returns once each has taken them."""
+        for writer in self._writers:
+            await writer(data)
 
     def emit(self, record: Record) -> None:
         """Send one record to every sink."""

@@ -42,22 +42,24 @@ class NoParams:
 
 @dataclass(frozen=True, slots=True)
 class ArgSpec:
-    """Positional args of a job: *names* are required, *rest* names an optional variadic tail."""
+    """Positional args of a job: *names* are required, then *optional* ones, then a variadic
+    tail named *rest*."""
 
     names: tuple[str, ...] = ()
     rest: str = ""
+    optional: tuple[str, ...] = ()
 
     def usage(self) -> str:
-        """Return the usage text, e.g. ``ID [ID...]``."""
-        words = [n.upper() for n in self.names]
+        """Return the usage text, e.g. ``ID [NAME] [ARG...]``."""
+        words = [n.upper() for n in self.names] + [f"[{n.upper()}]" for n in self.optional]
         if self.rest:
             words.append(f"[{self.rest.upper()}...]")
         return " ".join(words)
 
     def check(self, job: str, args: tuple[str, ...]) -> None:
         """Raise InvalidArgument if *args* do not fit this spec."""
-        low = len(self.names)
-        if len(args) < low or (not self.rest and len(args) > low):
+        low, high = len(self.names), len(self.names) + len(self.optional)
+        if len(args) < low or (not self.rest and len(args) > high):
             want = self.usage() or "no arguments"
             raise InvalidArgument(f"args: job {job} takes {want}, got {len(args)} argument(s)")
         for i, arg in enumerate(args):

@@ -49,6 +49,7 @@ class GraphDB:
             raise Unavailable(f"cannot open {path}: {exc}") from exc
         self._conn = conn
         self._lock = threading.RLock()
+        self.generation = 0  # bumped by every committed write: a key for caches of query results
         for pragma in (
             "journal_mode=WAL",
             "synchronous=FULL",
@@ -90,6 +91,7 @@ class GraphDB:
                 raise
             else:
                 self._conn.execute("COMMIT")
+                self.generation += 1
 
     def query(self, sql: str, params: Sequence[object] = ()) -> list[Row]:
         """Return every row of a read-only *sql* as dicts."""
@@ -97,6 +99,11 @@ class GraphDB:
             cursor = self._conn.execute(sql, tuple(params))
             names = [d[0] for d in cursor.description or ()]
             return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+    def rows(self, sql: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
+        """Return every row of a read-only *sql* as tuples (for large results)."""
+        with self._lock:
+            return self._conn.execute(sql, tuple(params)).fetchall()
 
     def close(self) -> None:
         """Checkpoint the WAL into the main file and close the connection."""

@@ -91,6 +91,18 @@ class Reference:
         return self.name + self._suffix()
 
 
+def familiar_name(name: str) -> str:
+    """The short form of a stored, already normalised name (``str(Reference)``), without
+    parsing it again: ``docker.io/library/busybox:latest`` → ``busybox:latest``."""
+    prefix = DEFAULT_DOMAIN + "/"
+    if not name.startswith(prefix):
+        return name
+    rest = name[len(prefix) :]
+    short = rest.removeprefix(OFFICIAL_PREFIX)
+    repository = short.split("@", 1)[0].rsplit(":", 1)[0]
+    return short if short != rest and "/" not in repository else rest
+
+
 def _invalid(problem: str) -> InvalidArgument:
     return InvalidArgument(f"invalid reference format: {problem}")
 

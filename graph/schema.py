@@ -52,4 +52,60 @@ def _entities(db: sqlite_utils.Database) -> None:
     db.execute("INSERT INTO edge (parent_id, name, entity_id) VALUES ('', '/', '0')")
 
 
-MIGRATIONS: Final[tuple[Migration, ...]] = (_jobs, _entities)
+def _images(db: sqlite_utils.Database) -> None:
+    """Layers, images, the image→layer edges, tags, digests and volumes."""
+    # A layer row exists before its files (state 'creating') so that start-up can remove what a
+    # crash left half-made; its chain id is known, and unique, once it is 'ready'. Rows reference
+    # layers by the graph driver's id, which is fixed from the start.
+    db.execute(
+        "CREATE TABLE layers ("
+        " id TEXT NOT NULL PRIMARY KEY,"  # the graph driver's id (64 hex)
+        " chain_id TEXT,"
+        " diff_id TEXT,"
+        " parent TEXT REFERENCES layers(id),"
+        " size INTEGER NOT NULL DEFAULT 0,"
+        " state TEXT NOT NULL CHECK (state IN ('creating', 'ready', 'removing')),"
+        " created REAL NOT NULL)"
+    )
+    db.execute("CREATE UNIQUE INDEX layers_chain ON layers (chain_id) WHERE chain_id IS NOT NULL")
+    db.execute("CREATE INDEX layers_parent ON layers (parent)")
+    db.execute(
+        "CREATE TABLE images ("
+        " id TEXT NOT NULL PRIMARY KEY,"  # sha256:<hex of the config bytes>
+        " parent TEXT REFERENCES images(id),"
+        " top_layer TEXT REFERENCES layers(id),"
+        " config BLOB NOT NULL,"  # exactly the bytes whose digest is the id
+        " created TEXT NOT NULL,"
+        " size INTEGER NOT NULL,"
+        " added REAL NOT NULL)"
+    )
+    db.execute("CREATE INDEX images_parent ON images (parent)")
+    db.execute("CREATE INDEX images_top_layer ON images (top_layer)")
+    db.execute(
+        "CREATE TABLE image_layers ("
+        " image_id TEXT NOT NULL REFERENCES images(id) ON DELETE CASCADE,"
+        " position INTEGER NOT NULL,"
+        " layer_id TEXT NOT NULL REFERENCES layers(id),"
+        " PRIMARY KEY (image_id, position))"
+    )
+    db.execute("CREATE INDEX image_layers_layer ON image_layers (layer_id)")
+    for table in ("tags", "digests"):  # name: docker.io/library/x:tag or …@sha256:…
+        db.execute(
+            f"CREATE TABLE {table} ("
+            " name TEXT NOT NULL PRIMARY KEY,"
+            " image_id TEXT NOT NULL REFERENCES images(id) ON DELETE CASCADE,"
+            " added REAL NOT NULL)"
+        )
+        db.execute(f"CREATE INDEX {table}_image ON {table} (image_id)")
+    db.execute(
+        "CREATE TABLE volumes ("
+        " name TEXT NOT NULL PRIMARY KEY,"
+        " driver TEXT NOT NULL,"
+        " mountpoint TEXT NOT NULL,"
+        " labels TEXT NOT NULL DEFAULT '{}',"
+        " options TEXT NOT NULL DEFAULT '{}',"
+        " created REAL NOT NULL)"
+    )
+
+
+MIGRATIONS: Final[tuple[Migration, ...]] = (_jobs, _entities, _images)

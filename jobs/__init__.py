@@ -4,9 +4,15 @@ from collections.abc import Callable
 from typing import Final
 
 from engine import Engine
-from jobs import introspect, system
+from jobs import imagegraph, imageio, images, introspect, system
 
-INSTALLERS: Final[tuple[Callable[[Engine], None], ...]] = (introspect.install, system.install)
+INSTALLERS: Final[tuple[Callable[[Engine], None], ...]] = (
+    introspect.install,
+    system.install,
+    images.install,
+    imageio.install,
+    imagegraph.install,
+)
 
 
 def install(engine: Engine) -> None:

@@ -7,11 +7,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from engine import ArgSpec, Engine, Job, JobSummary, Key
+from engine import ArgSpec, Engine, Job, JobSummary
 from engine.params import schema
-from graph.jobhistory import JobHistory
-
-HISTORY: Key[JobHistory] = Key("job history", JobHistory)
+from jobs.services import HISTORY
 
 
 async def commands(job: Job[Any]) -> None:

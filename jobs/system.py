@@ -2,39 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import os
 import platform
 import socket
 import time
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
-from engine import VERSION, Engine, Job, Key
+from engine import VERSION, Engine, Job
+from jobs.services import DAEMON, GRAPH_DRIVER, IMAGES
 
 API_VERSION: Final = "1.45"
 MIN_API_VERSION: Final = "1.24"
 _ARCH: Final = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "i686": "386"}
-
-
-@dataclass(frozen=True, slots=True)
-class DaemonInfo:
-    """What the daemon knows of itself, provided to jobs as ``engine[DAEMON]``."""
-
-    engine_id: str
-    data_root: Path
-    exec_root: Path
-    hosts: tuple[str, ...] = ()
-    debug: bool = False
-    plugins: dict[str, list[str]] = field(default_factory=dict)
-    plugin_failures: dict[str, str] = field(default_factory=dict)
-    warnings: tuple[str, ...] = ()
-    started: float = field(default_factory=time.time)
-
-
-DAEMON: Key[DaemonInfo] = Key("daemon info", DaemonInfo)
 
 
 @functools.cache
@@ -86,14 +69,21 @@ async def version(job: Job[Any]) -> None:
 
 
 async def info(job: Job[Any]) -> None:
-    """Emit what the daemon runs with: host facts, data root, jobs and plugins, warnings."""
+    """Emit what the daemon runs with: host, storage driver, images, jobs, plugins, warnings."""
     daemon = job.engine[DAEMON]
     engine = job.engine
+    driver = engine[GRAPH_DRIVER]
+    status, images = await asyncio.gather(
+        asyncio.to_thread(driver.status), asyncio.to_thread(engine[IMAGES].count)
+    )
     job.emit(
         {
             "ID": daemon.engine_id,
             "Name": socket.gethostname(),
             "ServerVersion": VERSION,
+            "Images": images,
+            "Driver": driver.name,
+            "DriverStatus": [list(pair) for pair in status],
             **host_facts(),
             "DockerRootDir": str(daemon.data_root),
             "ExecRoot": str(daemon.exec_root),

@@ -135,6 +135,7 @@ def _serve(route: Route) -> Handler:
         args, params = await route.bind(request)
         name = route.job or request.match_info["name"]
         job = request.app[ENGINE].job(name, *args, **params)
+        job.stdin.attach(request.content)
         return await route.render(request, job)
 
     return handle

@@ -1,9 +1,10 @@
-"""Daemon bootstrap: lock the data root, open the GraphDB, install jobs and plugins, serve.
+"""Daemon bootstrap: lock the data root, open the stores, install jobs and plugins, serve.
 
 Order: take ``<data-root>/dockyard.lock`` (a second daemon on the same data root is refused) →
-open ``graph.db`` → register the built-in jobs → load plugins → run ``serveapi`` → write the pid
-file once every listener is up → wait for SIGINT/SIGTERM → ``engine.shutdown`` (drain jobs, stop
-listening, remove sockets) → flush the job history → remove the pid file and release the lock.
+choose the graph driver → open ``graph.db`` → remove half-made layers → register the built-in
+jobs → load plugins → run ``serveapi`` → write the pid file once every listener is up → wait for
+SIGINT/SIGTERM → ``engine.shutdown`` (drain jobs, stop listening, remove sockets) → flush the job
+history → release the graph driver, remove the pid file and release the lock.
 """
 
 from __future__ import annotations
@@ -14,19 +15,22 @@ import fcntl
 import logging
 import os
 import secrets
+import shutil
 import signal
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import jobs
+from drivers.graph import select
 from engine import Engine
-from engine.errors import FailedPrecondition
+from engine.errors import FailedPrecondition, InvalidArgument
 from engine.plugins import load_plugins
 from graph.db import GraphDB
+from graph.images import ImageStore
 from graph.jobhistory import JobHistory
-from jobs.introspect import HISTORY
-from jobs.system import DAEMON, DaemonInfo
+from graph.layers import LayerStore
+from jobs.services import DAEMON, GRAPH_DRIVER, HISTORY, IMAGES, LAYERS, DaemonInfo
 from server import serveapi
 from server.serveapi import INSECURE_TCP
 
@@ -98,17 +102,32 @@ async def run(config: DaemonConfig) -> None:
     config.data_root.mkdir(parents=True, exist_ok=True, mode=0o711)
     config.exec_root.mkdir(parents=True, exist_ok=True, mode=0o700)
     with data_root_lock(config.data_root):
+        if config.exec_driver:
+            raise InvalidArgument(
+                f"exec-driver: unknown exec driver {config.exec_driver!r} (none is available yet)"
+            )
+        tmp = config.data_root / "tmp"
+        shutil.rmtree(tmp, ignore_errors=True)  # what a killed daemon left half-written
+        tmp.mkdir(mode=0o700)
+        driver = select(config.data_root, (), os.environ, name=config.storage_driver)
         db = GraphDB(config.data_root / "graph.db")
         history = JobHistory(db)
+        engine = Engine(recorder=history)
         try:
-            await _serve(config, Engine(recorder=history), history)
+            layers = LayerStore(db, driver, config.data_root / "layertars")
+            await asyncio.to_thread(layers.recover)
+            engine.provide(HISTORY, history)
+            engine.provide(GRAPH_DRIVER, driver)
+            engine.provide(LAYERS, layers)
+            engine.provide(IMAGES, ImageStore(db))
+            await _serve(config, engine)
         finally:
             history.close()
             db.close()
+            driver.cleanup()
 
 
-async def _serve(config: DaemonConfig, engine: Engine, history: JobHistory) -> None:
-    engine.provide(HISTORY, history)
+async def _serve(config: DaemonConfig, engine: Engine) -> None:
     jobs.install(engine)
     serveapi.install(engine)
     report = load_plugins(engine, config.plugins)

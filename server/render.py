@@ -8,6 +8,8 @@ its end is an in-band status record (``lines``).
 from __future__ import annotations
 
 import asyncio
+import base64
+import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Final
 
@@ -17,6 +19,7 @@ from aiohttp import web
 from engine import Job
 from engine.errors import kind_of
 
+log = logging.getLogger(__name__)
 Renderer = Callable[[web.Request, Job[Any]], Awaitable[web.StreamResponse]]
 JSON: Final = "application/json"
 NDJSON: Final = "application/x-ndjson"
@@ -71,6 +74,12 @@ async def empty(request: web.Request, job: Job[Any]) -> web.StreamResponse:
     return web.Response(status=204)
 
 
+async def created(request: web.Request, job: Job[Any]) -> web.StreamResponse:
+    """Run the job and respond 201 Created with no body."""
+    await _collect(job)
+    return web.Response(status=201)
+
+
 def status_record(job: Job[Any]) -> dict[str, object]:
     """The record that ends a stream: the job's id, state, status and error."""
     error = job.error
@@ -83,16 +92,35 @@ def status_record(job: Job[Any]) -> dict[str, object]:
 
 
 async def lines(request: web.Request, job: Job[Any]) -> web.StreamResponse:
-    """Stream each record as a JSON line, then a status record; headers wait for the first."""
+    """Stream each record as a JSON line, then a status record; headers wait for the first.
+
+    Raw output (a job that writes bytes) arrives as records ``{"data": <base64>}``.
+    """
+    return await _stream(request, job, NDJSON, end=True)
+
+
+async def progress(request: web.Request, job: Job[Any]) -> web.StreamResponse:
+    """Docker's JSON message stream: records as JSON lines; a late error as an error message."""
+    return await _stream(request, job, JSON, end=False)
+
+
+async def _stream(
+    request: web.Request, job: Job[Any], content_type: str, end: bool
+) -> web.StreamResponse:
     queue: asyncio.Queue[Mapping[str, object] | None] = asyncio.Queue()
     job.stdout.attach(queue.put_nowait)
+
+    async def raw(data: bytes) -> None:
+        queue.put_nowait({"data": base64.b64encode(data).decode()})
+
+    job.stdout.attach_writer(raw)
     task = asyncio.ensure_future(job.run())
     task.add_done_callback(lambda _: queue.put_nowait(None))
     response: web.StreamResponse | None = None
     try:
         while (record := await queue.get()) is not None:
             if response is None:
-                response = await _start(request)
+                response = await _start(request, content_type)
             await response.write(orjson.dumps(record) + b"\n")
     finally:  # the client went away or a write failed: stop the job
         if not task.done():
@@ -101,15 +129,45 @@ async def lines(request: web.Request, job: Job[Any]) -> web.StreamResponse:
     if response is None:
         if job.state != "cancelled":
             _raise_failure(job, task)
-        response = await _start(request)
+        response = await _start(request, content_type)
     elif not task.cancelled():
-        task.exception()  # reported in the status record below
-    await response.write(orjson.dumps(status_record(job)) + b"\n")
+        task.exception()  # reported in the stream below
+    if end:
+        await response.write(orjson.dumps(status_record(job)) + b"\n")
+    elif job.error is not None:
+        message = str(job.error)
+        await response.write(orjson.dumps({"errorDetail": {"message": message}, "error": message}))
     await response.write_eof()
     return response
 
 
-async def _start(request: web.Request) -> web.StreamResponse:
-    response = web.StreamResponse(headers={"Content-Type": NDJSON})
+async def tar(request: web.Request, job: Job[Any]) -> web.StreamResponse:
+    """Stream the job's raw output as ``application/x-tar``; headers wait for the first bytes."""
+    response = web.StreamResponse(headers={"Content-Type": "application/x-tar"})
+
+    async def write(data: bytes) -> None:
+        if not response.prepared:
+            await response.prepare(request)
+        await response.write(data)
+
+    job.stdout.attach_writer(write)
+    task = asyncio.ensure_future(job.run())
+    await _settle(task)
+    if not response.prepared:
+        _raise_failure(job, task)
+        await response.prepare(request)
+    elif job.error is not None:
+        # Too late for an HTTP status: cut the connection so the client sees a broken stream,
+        # never a short tar that looks whole.
+        log.error("%s %s failed after sending data: %s", request.method, request.path, job.error)
+        if request.transport is not None:
+            request.transport.close()
+        return response
+    await response.write_eof()
+    return response
+
+
+async def _start(request: web.Request, content_type: str) -> web.StreamResponse:
+    response = web.StreamResponse(headers={"Content-Type": content_type})
     await response.prepare(request)
     return response

@@ -14,10 +14,23 @@ from typing import Final
 import orjson
 from aiohttp import web
 
-from engine.errors import InvalidArgument
+from engine.errors import InvalidArgument, NotSupported
 from server import render
 
 Bound = tuple[tuple[str, ...], dict[str, object]]
+JSON_PARAMS: Final = frozenset({"filters"})  # query params that carry JSON
+# Bodies a job reads as its stdin. Anything else that is not JSON is refused: a browser can send
+# text/plain or a form across sites without asking, so those must never reach a job.
+STDIN_TYPES: Final = frozenset(
+    {
+        "application/octet-stream",
+        "application/x-tar",
+        "application/tar",
+        "application/gzip",
+        "application/x-gzip",
+        "application/zstd",
+    }
+)
 Binder = Callable[[web.Request], Awaitable[Bound]]
 
 
@@ -50,28 +63,116 @@ def path_args(*names: str) -> Binder:
     return bind
 
 
-def query(**fixed: object) -> Binder:
-    """Bind the query string as params (each key once), plus the *fixed* params."""
+def query(*names: str, **fixed: object) -> Binder:
+    """Bind the query string as params, plus the *fixed* params; with *names*, only those keys.
+
+    A key given more than once becomes a list; ``filters`` is JSON, in Docker's list form
+    (``{"label": ["a=b"]}``) or map form (``{"label": {"a=b": true}}``).
+    """
 
     async def bind(request: web.Request) -> Bound:
-        params: dict[str, object] = {}
-        for key in request.query:
-            values = request.query.getall(key)
-            if len(values) > 1:
-                raise InvalidArgument(f"{key}: given {len(values)} times in the query string")
-            params[key] = values[0]
-        overlap = sorted(set(params) & set(fixed))
-        if overlap:
-            raise InvalidArgument(f"{overlap[0]}: cannot be set on this route")
-        return (), {**params, **fixed}
+        return (), {**_query(request, names), **_fixed(request, fixed)}
+
+    return bind
+
+
+def _query(request: web.Request, names: tuple[str, ...]) -> dict[str, object]:
+    params: dict[str, object] = {}
+    for key in request.query:
+        if names and key not in names:
+            continue
+        values = request.query.getall(key)
+        params[key] = values if len(values) > 1 else values[0]
+        if key in JSON_PARAMS:
+            params[key] = _filters(key, values[0])
+    return params
+
+
+def _fixed(request: web.Request, fixed: Mapping[str, object]) -> dict[str, object]:
+    overlap = sorted(set(request.query) & set(fixed))
+    if overlap:
+        raise InvalidArgument(f"{overlap[0]}: cannot be set on this route")
+    return dict(fixed)
+
+
+def _filters(key: str, text: str) -> dict[str, list[str]]:
+    try:
+        value = orjson.loads(text) if text else {}
+    except orjson.JSONDecodeError as exc:
+        raise InvalidArgument(f"{key}: invalid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise InvalidArgument(f"{key}: expected a JSON object")
+    out: dict[str, list[str]] = {}
+    for name, items in value.items():
+        if isinstance(items, dict):
+            out[name] = [k for k, on in items.items() if on]
+        elif isinstance(items, list) and all(isinstance(i, str) for i in items):
+            out[name] = items
+        else:
+            raise InvalidArgument(f"{key}.{name}: expected a list or a map of strings")
+    return out
+
+
+def with_path(*names: str, binder: Binder | None = None) -> Binder:
+    """Bind path variables *names* as the first args, then what *binder* binds."""
+
+    async def bind(request: web.Request) -> Bound:
+        args, params = await binder(request) if binder else ((), {})
+        return tuple(request.match_info[n] for n in names) + args, params
+
+    return bind
+
+
+def query_args(name: str) -> Binder:
+    """Bind every value of query key *name* as the args (``?names=a&names=b``)."""
+
+    async def bind(request: web.Request) -> Bound:
+        return tuple(request.query.getall(name, [])), {}
+
+    return bind
+
+
+def image_create() -> Binder:
+    """Bind ``POST /images/create``: ``fromSrc`` (URL or ``-`` for the body) → import."""
+
+    async def bind(request: web.Request) -> Bound:
+        q = request.query
+        if "fromImage" in q:
+            raise NotSupported("fromImage: pulling from a registry is not supported yet")
+        if "fromSrc" not in q:
+            raise InvalidArgument("fromSrc: give fromSrc (a URL, or - for the request body)")
+        args = [q["fromSrc"]]
+        if q.get("repo"):
+            args.append(f"{q['repo']}:{q['tag']}" if q.get("tag") else q["repo"])
+        params: dict[str, object] = {
+            "changes": q.getall("changes", []),
+            "message": q.get("message", ""),
+        }
+        return tuple(args), params
+
+    return bind
+
+
+def tag_target() -> Binder:
+    """Bind ``POST /images/{name}/tag?repo=&tag=`` as args (name, repo[:tag])."""
+
+    async def bind(request: web.Request) -> Bound:
+        repo, tag = request.query.get("repo", ""), request.query.get("tag", "")
+        if not repo:
+            raise InvalidArgument("repo: the repository to tag into is required")
+        return (request.match_info["name"], f"{repo}:{tag}" if tag else repo), {}
 
     return bind
 
 
 def job_body() -> Binder:
-    """Bind a JSON body ``{"args": [...], "params": {...}}`` (both optional)."""
+    """Bind a job request: a JSON body ``{"args": [...], "params": {...}}`` (both optional), or
+    any other body as the job's stdin with args (``?arg=…``, repeatable) and params in the query."""
 
     async def bind(request: web.Request) -> Bound:
+        if request.can_read_body and request.content_type in STDIN_TYPES:
+            args = tuple(request.query.getall("arg", []))
+            return args, {k: v for k, v in _query(request, ()).items() if k != "arg"}
         body = await json_body(request)
         if not isinstance(body, Mapping):
             raise InvalidArgument("body: expected a JSON object with args and params")
@@ -111,4 +212,21 @@ ROUTES: Final[tuple[Route, ...]] = (
     Route("GET", "/jobs/history", "jobs", query(which="history"), render.array),
     Route("DELETE", "/jobs/running/{id}", "cancel", path_args("id"), render.empty),
     Route("POST", "/jobs/{name}", None, job_body(), render.lines),
+    Route("POST", "/images/create", "import", image_create(), render.progress),
+    Route("GET", "/images/json", "images", query("all", "filters"), render.array),
+    Route("GET", "/images/get", "image_export", query_args("names"), render.tar),
+    Route("POST", "/images/load", "load", query("quiet"), render.progress),
+    Route("GET", "/images/{name:.+}/json", "image_inspect", path_args("name"), render.one),
+    Route("GET", "/images/{name:.+}/history", "history", path_args("name"), render.array),
+    Route("GET", "/images/{name:.+}/get", "image_export", path_args("name"), render.tar),
+    Route("POST", "/images/{name:.+}/tag", "tag", tag_target(), render.created),
+    Route(
+        "DELETE",
+        "/images/{name:.+}",
+        "image_delete",
+        with_path("name", binder=query("force", "noprune")),
+        render.array,
+    ),
+    Route("GET", "/graph/tree", "image_tree", nothing(), render.array),
+    Route("GET", "/graph/viz", "image_viz", query("format"), render.one),
 )

@@ -76,7 +76,7 @@ def test_info(daemon: Daemon) -> None:
     assert info["ExecRoot"] == str(daemon.exec_root)
     assert info["OSType"] == "linux" and info["NCPU"] >= 1 and info["MemTotal"] > 0
     assert info["Jobs"]["Registered"] >= 7
-    assert info["JobPlugins"]["Loaded"]["tests.plugins.slow"] == ["fail", "sleep"]
+    assert info["JobPlugins"]["Loaded"]["tests.plugins.slow"] == ["fail", "sleep", "wc"]
     assert info["Warnings"] == []
     again = json.loads(request(daemon, "GET", "/info")[2])
     assert again["ID"] == info["ID"]  # the engine id is stable
@@ -163,6 +163,15 @@ def test_job_errors_map_to_statuses(
 def test_bad_bodies(daemon: Daemon, body: bytes, content_type: str, message: str) -> None:
     status, _, data = request(daemon, "POST", "/jobs/version", body, {"Content-Type": content_type})
     assert status == 400 and json.loads(data)["message"].startswith(message)
+
+
+def test_binary_body_is_the_jobs_stdin(daemon: Daemon) -> None:
+    data = b"x" * 3_000_000
+    status, _, body = request(
+        daemon, "POST", "/jobs/wc?arg=a&arg=b", data, {"Content-Type": "application/octet-stream"}
+    )
+    assert status == 200
+    assert lines(body)[0] == {"bytes": 3_000_000, "args": ["a", "b"]}
 
 
 def test_unknown_route_and_method(daemon: Daemon) -> None:

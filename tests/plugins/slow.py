@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
-from engine import Engine, FailedPrecondition, Job
+from engine import ArgSpec, Engine, FailedPrecondition, Job
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +27,15 @@ async def fail(job: Job[object]) -> None:
     raise FailedPrecondition("this job always fails")
 
 
+async def wc(job: Job[object]) -> None:
+    """Count the bytes of stdin; emit {"bytes": n, "args": [...]}."""
+    total = 0
+    while chunk := await job.stdin.read(65536):
+        total += len(chunk)
+    job.emit({"bytes": total, "args": list(job.args)})
+
+
 def install(engine: Engine) -> None:
     engine.register("sleep", sleep, params=SleepParams)
     engine.register("fail", fail)
+    engine.register("wc", wc, args=ArgSpec(rest="arg"))

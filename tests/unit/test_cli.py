@@ -39,7 +39,8 @@ def test_help(command: tuple[str, ...]) -> None:
     assert result.exit_code == 0, result.output
     assert "Usage: " in result.output
     if command and command != ("jobs",):
-        assert "Example: dockyard" in result.output
+        example = result.output.split("Example: ", 1)[1]
+        assert "dockyard " in example.splitlines()[0]
 
 
 @pytest.mark.parametrize(
@@ -110,3 +111,33 @@ def test_error_kinds_round_trip() -> None:
         rebuilt = errors.from_kind(errors.kind_of(cls("m")), "m")
         assert type(rebuilt) is cls and errors.kind_of(rebuilt) == name
     assert type(errors.from_kind("Bogus", "m")) is errors.EngineError
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("busybox", ("busybox", "")),
+        ("busybox:1.36", ("busybox", "1.36")),
+        ("localhost:5000/a/b", ("localhost:5000/a/b", "")),
+        ("localhost:5000/a/b:tag", ("localhost:5000/a/b", "tag")),
+    ],
+)
+def test_split_reference(text: str, expected: tuple[str, str]) -> None:
+    from cli.images import split_reference
+
+    assert split_reference(text) == expected
+
+
+def test_human_units() -> None:
+    from cli.render import human_ago, human_size
+
+    assert [human_size(n) for n in (0, 999, 1000, 4_261_550, 2_000_000_000)] == [
+        "0B",
+        "999B",
+        "1kB",
+        "4.26MB",
+        "2GB",
+    ]
+    assert human_ago(100, now=100.5) == "Less than a second ago"
+    assert human_ago(0, now=3 * 3600 + 5) == "3 hours ago"
+    assert human_ago(0, now=60) == "1 minute ago"

@@ -13,8 +13,8 @@ from engine.plugins import load_plugins
 def test_spec_plugin_registers_its_jobs() -> None:
     engine = Engine()
     report = load_plugins(engine, ["tests.plugins.slow:install"], group="dockyard.tests.none")
-    assert report.loaded == {"tests.plugins.slow:install": ["fail", "sleep"]}
-    assert engine.names() == ["fail", "sleep"]
+    assert report.loaded == {"tests.plugins.slow:install": ["fail", "sleep", "wc"]}
+    assert engine.names() == ["fail", "sleep", "wc"]
 
 
 def test_module_without_attr_means_install() -> None:
@@ -39,7 +39,7 @@ def test_broken_plugins_are_warnings(caplog: pytest.LogCaptureFixture) -> None:
     ]
     assert "broken on purpose" in report.failed["tests.plugins.broken"]
     assert "orphan" not in engine.names()  # rolled back
-    assert engine.names() == ["fail", "sleep"]
+    assert engine.names() == ["fail", "sleep", "wc"]
     assert "plugin tests.plugins.halfbroken failed to load" in caplog.text
 
 
