@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import sys
 from pathlib import Path
 
@@ -55,7 +54,9 @@ def daemon(
 
     Example: dockyard daemon -H unix:///run/dockyard.sock --data-root /var/lib/dockyard
     """
-    from server import daemon as server_daemon  # the daemon's imports stay out of client commands
+    import asyncio  # the daemon's imports stay out of client commands
+
+    from server import daemon as server_daemon
     from server.logs import configure
 
     configure(debug=debug, fmt=log_format)

@@ -101,10 +101,12 @@ def _load(store: ImageStore, layers: LayerStore, stream: BinaryIO, work: Path, s
             for item in archive:
                 chain: list[Layer] = []
                 for blob in item.layers:
-                    with blob.open() as f:
-                        chain.append(
-                            layers.register(f, chain[-1].id if chain else "", blob.diff_id)
-                        )
+                    parent = chain[-1].id if chain else ""
+                    if blob.path is not None:
+                        chain.append(layers.register_file(blob.path, parent, blob.diff_id))
+                    else:
+                        with blob.open() as f:
+                            chain.append(layers.register(f, parent, blob.diff_id))
                     registered.append(chain[-1].id)
                 image = store.add(item.config, chain)
                 registered.clear()  # from here on, the image holds them

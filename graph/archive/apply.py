@@ -21,6 +21,7 @@ Choices (Docker's where it has one):
 
 from __future__ import annotations
 
+import io
 import logging
 import posixpath
 import tarfile
@@ -77,7 +78,8 @@ def apply_stream(rootdir: RootDir, stream: BinaryIO, whiteouts: Whiteouts) -> Ap
     """Apply the layer in *stream* onto the open *rootdir*; the seam tests drive with fakes."""
     reader = open_layer(stream)
     u = Unpack(rootdir, whiteouts)
-    tf = _open_tar(reader)
+    # tarfile reads in 10 KiB records: a 1 MiB buffer hands the hasher fewer, larger chunks.
+    tf = _open_tar(io.BufferedReader(reader, 1 << 20), reader)
     if tf is None:  # an empty stream is an empty layer, as for Go's tar reader
         return AppliedLayer(reader.digest(), 0)
     with tf:
@@ -90,10 +92,10 @@ def apply_stream(rootdir: RootDir, stream: BinaryIO, whiteouts: Whiteouts) -> Ap
     return AppliedLayer(reader.digest(), u.size)
 
 
-def _open_tar(reader: HashingReader) -> tarfile.TarFile | None:
+def _open_tar(buffered: io.BufferedReader, reader: HashingReader) -> tarfile.TarFile | None:
     try:
         return tarfile.open(
-            fileobj=reader,
+            fileobj=buffered,
             mode="r|",
             tarinfo=_BoundedTarInfo,
             encoding="utf-8",

@@ -8,7 +8,6 @@ decompressor and a sha256 into the tar reader. No size cap is applied; callers t
 from __future__ import annotations
 
 import gzip
-import hashlib
 import io
 import lzma
 import zlib
@@ -17,6 +16,8 @@ from typing import BinaryIO, Final, Protocol
 import zstandard
 
 from engine.errors import InvalidArgument
+
+from .hashing import BackgroundSha256
 
 GZIP_MAGIC: Final = b"\x1f\x8b"
 ZSTD_MAGIC: Final = b"\x28\xb5\x2f\xfd"
@@ -57,7 +58,7 @@ class HashingReader(io.RawIOBase):
 
     def __init__(self, source: Readable) -> None:
         self._source = source
-        self._sha = hashlib.sha256()
+        self._sha = BackgroundSha256()
         self.count = 0
 
     def readable(self) -> bool:
@@ -102,6 +103,17 @@ def _decompressor(head: bytes, raw: BinaryIO) -> Readable:
     if head.startswith(XZ_MAGIC):
         return lzma.LZMAFile(raw, mode="rb")
     return raw
+
+
+def decompressed(stream: Readable) -> Readable:
+    """Return the uncompressed tar inside *stream* (compression by magic), without hashing it."""
+    head = _peek(stream, len(XZ_MAGIC))
+    return _decompressor(head, io.BufferedReader(_Prefixed(head, stream)))
+
+
+def is_compressed(head: bytes) -> bool:
+    """Whether *head* (the first bytes of a stream) starts a gzip, zstd or xz stream."""
+    return head.startswith((GZIP_MAGIC, ZSTD_MAGIC, XZ_MAGIC))
 
 
 def open_layer(stream: Readable) -> HashingReader:

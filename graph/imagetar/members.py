@@ -11,7 +11,6 @@ It is never created on disk; it only makes the first name look up the second.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import posixpath
 import re
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import BinaryIO, Final, cast
 
 from engine.errors import InvalidArgument
+from graph.archive.hashing import BackgroundSha256
 
 from .model import JSON_MAX, ArchiveImage, LayerBlob, diff_ids_of
 
@@ -137,7 +137,7 @@ def _store(tf: tarfile.TarFile, info: tarfile.TarInfo, name: str, members: Membe
     source = tf.extractfile(info)
     assert source is not None  # a regular file always has a reader
     path = members.root / f"m{len(members.files):06d}"
-    sha = hashlib.sha256()
+    sha = BackgroundSha256()
     with path.open("xb") as out:
         while data := source.read(_CHUNK):
             sha.update(data)
@@ -199,5 +199,7 @@ def image_of(
             f"{what}: layers from manifest don't match image configuration: "
             f"{len(diff_ids)} diff_ids, {len(blobs)} layers"
         )
-    layers = (LayerBlob(d, _opener(b.path), b.size) for d, b in zip(diff_ids, blobs, strict=True))
+    layers = (
+        LayerBlob(d, _opener(b.path), b.size, b.path) for d, b in zip(diff_ids, blobs, strict=True)
+    )
     return ArchiveImage(config, tuple(layers), tuple(dict.fromkeys(tags)))

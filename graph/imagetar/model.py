@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import BinaryIO, Final
 
 from engine.errors import InvalidArgument
@@ -45,6 +46,7 @@ class LayerBlob:
     diff_id: str  # "sha256:<64hex>" of the UNCOMPRESSED layer tar
     open: Callable[[], BinaryIO]  # returns a fresh readable stream of the layer blob
     size: int = -1  # bytes of that stream if known
+    path: Path | None = None  # the file holding the blob, when read_archive stored one
 
 
 @dataclass(frozen=True, slots=True)

@@ -203,6 +203,14 @@ def _running(daemon: Daemon, job: str) -> bool:
     return any(json.loads(line)["name"] == job for line in result.out.splitlines() if line)
 
 
+def _layer_states(daemon: Daemon) -> list[str]:
+    """The states of the daemon's layer rows, sorted (read while it runs: WAL allows it)."""
+    try:
+        return sorted(row[0] for row in _query(daemon.data_root, "SELECT state FROM layers"))
+    except sqlite3.Error:
+        return []
+
+
 def _staged(daemon: Daemon, larger_than: int = -1) -> bool:
     """Whether a layer tar larger than *larger_than* bytes is being written."""
     tars = daemon.data_root / "layertars"
@@ -788,7 +796,7 @@ def test_killed_during_load_leaves_nothing(
             assert time.monotonic() < deadline, "the load job never showed in jobs ps"
             time.sleep(0.02)
         if moment == "applying":  # the busybox layer is ready, the big one half written
-            while not _staged(first, 20_000_000):
+            while _layer_states(first) != ["creating", "ready"]:
                 assert loading.poll() is None, loading.communicate()
                 assert time.monotonic() < deadline, "the big layer was never being written"
                 time.sleep(0.01)
