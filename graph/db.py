@@ -49,7 +49,6 @@ class GraphDB:
             raise Unavailable(f"cannot open {path}: {exc}") from exc
         self._conn = conn
         self._lock = threading.RLock()
-        self.generation = 0  # bumped by every committed write: a key for caches of query results
         for pragma in (
             "journal_mode=WAL",
             "synchronous=FULL",
@@ -91,7 +90,6 @@ class GraphDB:
                 raise
             else:
                 self._conn.execute("COMMIT")
-                self.generation += 1
 
     def query(self, sql: str, params: Sequence[object] = ()) -> list[Row]:
         """Return every row of a read-only *sql* as dicts."""

@@ -15,8 +15,12 @@ import hashlib
 import json
 import re
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Final
+
+import sqlite_utils
 
 from engine.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from graph.db import GraphDB, Row
@@ -79,7 +83,15 @@ class ImageStore:
 
     def __init__(self, db: GraphDB) -> None:
         self.db = db
+        self.changes = 0  # committed writes so far: the key of cached query results
         self._heads: tuple[int, dict[str, list[tuple[str, tuple[str, ...]]]]] = (-1, {})
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite_utils.Database]:
+        # Every change goes through here, so ``changes`` keys the caches of query results.
+        with self.db.write() as tx:
+            yield tx
+        self.changes += 1
 
     def add(self, config: bytes, chain: list[Layer], parent: str = "") -> Image:
         """Store an image whose layers are *chain* (base first); return it (existing or new)."""
@@ -92,7 +104,7 @@ class ImageStore:
         except ImageNotFound:
             pass
         created = json.loads(config).get("created") or ""
-        with self.db.write() as tx:
+        with self._write() as tx:
             try:
                 tx.table("images").insert(
                     {
@@ -175,7 +187,7 @@ class ImageStore:
         name = str(with_default_tag(ref))
         if ref.digest:
             raise InvalidArgument(f"tag: {name}: a tag cannot contain a digest")
-        with self.db.write() as tx:
+        with self._write() as tx:
             old = tx.execute("SELECT image_id FROM tags WHERE name = ?", (name,)).fetchone()
             tx.execute(
                 "INSERT INTO tags (name, image_id, added) VALUES (?, ?, ?)"
@@ -188,7 +200,7 @@ class ImageStore:
         """Remove tag (or digest reference) *ref*; return the image it pointed at."""
         name = str(ref if ref.digest else with_default_tag(ref))
         table = "digests" if ref.digest else "tags"
-        with self.db.write() as tx:
+        with self._write() as tx:
             row = tx.execute(f"SELECT image_id FROM {table} WHERE name = ?", (name,)).fetchone()
             if row is None:
                 raise ImageNotFound(f"No such image: {ref.familiar}")
@@ -210,12 +222,23 @@ class ImageStore:
         )
         return [r["id"] for r in rows]
 
+    def descendants(self, id: str) -> list[str]:
+        """Return the images built on *id*, their children, and so on (nearest first)."""
+        rows = self.db.query(
+            "WITH RECURSIVE down(id, depth) AS (SELECT id, 1 FROM images WHERE parent = ?"
+            " UNION ALL SELECT i.id, down.depth + 1 FROM images i JOIN down ON i.parent = down.id"
+            " WHERE down.depth < 10000)"
+            " SELECT id FROM down ORDER BY depth, id",
+            (id,),
+        )
+        return [r["id"] for r in rows]
+
     def delete(self, id: str) -> list[str]:
         """Delete image *id* with its tags; return its layer ids (for the layer store to release).
 
         FailedPrecondition if other images build on it.
         """
-        with self.db.write() as tx:
+        with self._write() as tx:
             kids = tx.execute("SELECT id FROM images WHERE parent = ?", (id,)).fetchall()
             if kids:
                 names = ", ".join(k[0].removeprefix("sha256:")[:12] for k in kids)
@@ -232,7 +255,7 @@ class ImageStore:
 
     def heads(self) -> dict[str, list[tuple[str, tuple[str, ...]]]]:
         """Return, per top layer id, the images (id, familiar tags) whose top it is."""
-        if self._heads[0] != self.db.generation:
+        if self._heads[0] != self.changes:
             heads: dict[str, list[tuple[str, tuple[str, ...]]]] = {}
             tags: dict[str, list[str]] = {}
             tops: dict[str, str] = {}
@@ -246,7 +269,7 @@ class ImageStore:
                     tags.setdefault(image, []).append(familiar_name(tag))
             for image, top in tops.items():
                 heads.setdefault(top, []).append((image, tuple(tags.get(image, ()))))
-            self._heads = (self.db.generation, heads)
+            self._heads = (self.changes, heads)
         return self._heads[1]
 
     def count(self) -> int:

@@ -14,11 +14,12 @@ Each layer's uncompressed tar is kept beside its files (``<tars>/<id>.tar``): ``
 ``push`` must hand out exactly the bytes the diff_id names, and a tar rebuilt from the files
 would differ in order and headers.
 
-Durability: the rows are durable at commit (SQLite, ``synchronous=FULL``); layer files and tars
-are not fsynced, as in Docker, because forcing ~the whole layer to disk costs as much as writing
-it. A killed daemon loses nothing it acknowledged (the page cache survives the process), and
-after a power loss a damaged tar is caught where it is used: ``save`` re-hashes every layer
-against its diff_id and fails rather than hand out other bytes.
+Durability: a layer's tar is written to a temp name, fsynced and renamed (a blob ``load``
+already wrote is fsynced while the layer is extracted, then linked), before the row says
+``ready``; rows are durable at commit (SQLite, ``synchronous=FULL``). The extracted files are
+each written to a temp name and renamed, but not fsynced one by one (as in Docker: thousands of
+fsyncs would cost more than the layer). ``save`` re-hashes every layer against its diff_id, so
+damage after a power loss is an error, never other bytes handed out.
 """
 
 from __future__ import annotations
@@ -31,14 +32,18 @@ import logging
 import os
 import secrets
 import shutil
+import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, cast
 
 if TYPE_CHECKING:
     from _typeshed import WriteableBuffer
+
+import sqlite_utils
 
 from drivers.graph import Differ, GraphDriver, NaiveDiffer
 from engine.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
@@ -73,8 +78,16 @@ class LayerStore:
     def __init__(self, db: GraphDB, driver: GraphDriver, tars: Path) -> None:
         self.db, self.driver, self.tars = db, driver, tars
         self.differ: Differ = driver if isinstance(driver, Differ) else NaiveDiffer(driver)
+        self.changes = 0  # committed writes so far: the key of cached query results
         self._tree: tuple[int, list[tuple[int, str, str, int]]] = (-1, [])
         tars.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite_utils.Database]:
+        # Every change goes through here, so ``changes`` keys the caches of query results.
+        with self.db.write() as tx:
+            yield tx
+        self.changes += 1
 
     def tar_path(self, id: str) -> Path:
         """Where layer *id*'s uncompressed tar is kept."""
@@ -100,11 +113,11 @@ class LayerStore:
 
     def tree(self) -> list[tuple[int, str, str, int]]:
         """Return every ready layer as (depth, id, chain id, size), depth first from the bases."""
-        if self._tree[0] != self.db.generation:
+        if self._tree[0] != self.changes:
             rows = self.db.rows(
                 "SELECT id, parent, chain_id, size FROM layers WHERE state = 'ready'"
             )
-            self._tree = (self.db.generation, _depth_first(rows))
+            self._tree = (self.changes, _depth_first(rows))
         return self._tree[1]
 
     def chain(self, top: str) -> list[Layer]:
@@ -131,14 +144,22 @@ class LayerStore:
                 return self.register(cast(BinaryIO, f), parent, diff_id)
 
         def apply(id: str) -> AppliedLayer:
-            with open(path, "rb") as f:
-                applied = self.differ.apply_diff(id, parent, cast(BinaryIO, f))
+            # The blob was just written: flush it to disk while the layer is being extracted.
+            flushing = threading.Thread(target=_fsync_file, args=(path,), name="fsync")
+            flushing.start()
+            try:
+                with open(path, "rb") as f:
+                    applied = self.differ.apply_diff(id, parent, cast(BinaryIO, f))
+            finally:
+                flushing.join()
             try:
                 os.link(path, self.tar_path(id))
             except OSError as exc:
                 if exc.errno != errno.EXDEV:
                     raise
                 shutil.copyfile(path, self.tar_path(id))  # another file system: copy after all
+                _fsync_file(self.tar_path(id))
+            _fsync_file(self.tars)
             return applied
 
         return self._register(parent, diff_id, apply)
@@ -151,7 +172,7 @@ class LayerStore:
             except NotFound:
                 pass
         id = secrets.token_hex(32)
-        with self.db.write() as tx:
+        with self._write() as tx:
             tx.table("layers").insert(
                 {"id": id, "parent": parent or None, "state": "creating", "created": time.time()}
             )
@@ -164,7 +185,7 @@ class LayerStore:
                     f"got {applied.diff_id}"
                 )
             chain = chain_id(base.chain_id if base else "", applied.diff_id)
-            with self.db.write() as tx:
+            with self._write() as tx:
                 tx.execute(
                     "UPDATE layers SET chain_id = ?, diff_id = ?, size = ?, state = 'ready'"
                     " WHERE id = ?",
@@ -189,7 +210,10 @@ class LayerStore:
             applied = self.differ.apply_diff(id, parent, cast(BinaryIO, tee))
             while tee.read(1 << 20):  # apply stops at the end-of-archive blocks; keep the rest
                 pass
+            copy.flush()
+            os.fsync(copy.fileno())
         os.rename(staged, self.tar_path(id))
+        _fsync_file(self.tars)
         return applied
 
     def release(self, ids: Iterable[str]) -> list[Layer]:
@@ -235,7 +259,7 @@ class LayerStore:
 
     def _destroy(self, id: str) -> None:
         # Mark first, so a crash between removing the files and the row is finished at start-up.
-        with self.db.write() as tx:
+        with self._write() as tx:
             tx.execute("UPDATE layers SET state = 'removing' WHERE id = ?", (id,))
         if self.driver.exists(id):
             try:
@@ -246,8 +270,16 @@ class LayerStore:
         for path in (self.tar_path(id), self.tars / f".{id}.tar.tmp"):
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
-        with self.db.write() as tx:
+        with self._write() as tx:
             tx.execute("DELETE FROM layers WHERE id = ?", (id,))
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _depth_first(rows: list[tuple[str, str | None, str, int]]) -> list[tuple[int, str, str, int]]:

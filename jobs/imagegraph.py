@@ -11,7 +11,7 @@ import shutil
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from engine import Engine, Job
+from engine import ArgSpec, Engine, Job
 from engine.errors import NotSupported, Unavailable
 from graph.images import ImageStore
 from graph.layers import LayerStore
@@ -111,7 +111,23 @@ async def image_viz(job: Job[VizParams]) -> None:
     job.emit({"svg": out.decode()})
 
 
+async def image_lineage(job: Job[Any]) -> None:
+    """Emit the image's id with its ancestors and descendants (parent edges, nearest first)."""
+    store = job.engine[IMAGES]
+
+    def lineage() -> dict[str, object]:
+        image = store.resolve(job.args[0])
+        return {
+            "id": image.id,
+            "ancestors": store.ancestors(image.id),
+            "descendants": store.descendants(image.id),
+        }
+
+    job.emit(await asyncio.to_thread(lineage))
+
+
 def install(engine: Engine) -> None:
-    """Register image_tree and image_viz."""
+    """Register image_tree, image_viz and image_lineage."""
     engine.register("image_tree", image_tree)
     engine.register("image_viz", image_viz, params=VizParams)
+    engine.register("image_lineage", image_lineage, args=ArgSpec(("name",)))

@@ -229,4 +229,5 @@ ROUTES: Final[tuple[Route, ...]] = (
     ),
     Route("GET", "/graph/tree", "image_tree", nothing(), render.array),
     Route("GET", "/graph/viz", "image_viz", query("format"), render.one),
+    Route("GET", "/graph/images/{name:.+}/lineage", "image_lineage", path_args("name"), render.one),
 )

@@ -588,6 +588,10 @@ def test_docker_image_routes(daemon: Daemon, busybox: bytes) -> None:
     assert status == 200
     assert [(h["Id"], h["Comment"]) for h in json.loads(body)] == [(image, "via cli")]
 
+    status, _, body = request(daemon, "GET", "/graph/images/busybox/lineage")
+    assert status == 200
+    assert json.loads(body) == {"id": image, "ancestors": [], "descendants": []}
+
     status, _, body = request(daemon, "POST", "/images/busybox/tag?repo=x&tag=y")
     assert (status, body) == (201, b"")
     status, _, body = request(daemon, "POST", "/images/x:y/tag?repo=localhost:5000/team/app")

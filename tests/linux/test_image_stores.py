@@ -7,6 +7,7 @@ teardown.
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import hashlib
 import io
@@ -23,12 +24,15 @@ import pytest
 import zstandard
 
 from drivers.graph import GraphDriver, select
+from engine import Engine
 from engine.errors import FailedPrecondition, InvalidArgument, NotSupported
 from graph.db import GraphDB
 from graph.imageconfig import encode, new_config
 from graph.images import Image, ImageNotFound, ImageStore, image_id
 from graph.layers import Layer, LayerStore, chain_id
 from graph.reference import parse
+from jobs import imagegraph
+from jobs.services import IMAGES
 from tests.linux.graphdriver_suite import mounts_under
 
 pytestmark = pytest.mark.skipif(
@@ -427,7 +431,19 @@ def test_parents_children_and_ancestors(layers: LayerStore, images: ImageStore) 
     assert images.children(leaf.id) == []
     assert images.ancestors(leaf.id) == [middle.id, top.id]
     assert images.ancestors(top.id) == []
+    assert images.descendants(top.id) == [middle.id, *sorted([leaf.id, sibling.id])]
+    assert images.descendants(leaf.id) == []
     assert images.get(leaf.id).parent == middle.id
+
+    engine = Engine()
+    engine.provide(IMAGES, images)
+    imagegraph.install(engine)
+    (lineage,) = asyncio.run(engine.call("image_lineage", middle.short_id))
+    assert lineage == {
+        "id": middle.id,
+        "ancestors": [top.id],
+        "descendants": sorted([leaf.id, sibling.id]),
+    }
 
     with pytest.raises(FailedPrecondition, match=middle.short_id):
         images.delete(top.id)
@@ -488,3 +504,22 @@ def test_a_tag_wins_over_an_id_prefix(layers: LayerStore, images: ImageStore) ->
     images.tag(b.id, parse(prefix))  # a repository named like a's short id, as Docker allows
     assert images.resolve(prefix).id == b.id
     assert images.resolve(f"sha256:{prefix}").id == a.id  # an explicit id is never a name
+
+
+def test_cached_graph_queries_follow_every_change(
+    layers: LayerStore, images: ImageStore, db: GraphDB
+) -> None:
+    base = layers.register(io.BytesIO(BASE))
+    image = add_image(images, [base], "cached")
+    tree, heads = layers.tree(), images.heads()
+    assert layers.tree() is tree and images.heads() is heads  # served from the cache
+    with db.write() as tx:  # a write elsewhere (the job history) keeps the caches
+        tx.execute("UPDATE jobs SET name = name")
+    assert layers.tree() is tree and images.heads() is heads
+
+    images.tag(image.id, parse("cached:1"))
+    assert images.heads()[base.id] == [(image.id, ("cached:1",))]
+    child = layers.register(io.BytesIO(CHILD), parent=base.id)
+    assert [(d, i) for d, i, _, _ in layers.tree()] == [(0, base.id), (1, child.id)]
+    layers.release([child.id])
+    assert [i for _, i, _, _ in layers.tree()] == [base.id]
