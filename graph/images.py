@@ -233,19 +233,23 @@ class ImageStore:
         )
         return [r["id"] for r in rows]
 
+    def refuse_if_parent(self, id: str) -> None:
+        """Raise FailedPrecondition, naming them, if other images build on image *id*."""
+        kids = self.children(id)
+        if kids:
+            names = ", ".join(k.removeprefix("sha256:")[:12] for k in kids)
+            raise FailedPrecondition(
+                f"conflict: unable to delete {id.removeprefix('sha256:')[:12]} "
+                f"(cannot be forced) - image has dependent child images: {names}"
+            )
+
     def delete(self, id: str) -> list[str]:
         """Delete image *id* with its tags; return its layer ids (for the layer store to release).
 
         FailedPrecondition if other images build on it.
         """
         with self._write() as tx:
-            kids = tx.execute("SELECT id FROM images WHERE parent = ?", (id,)).fetchall()
-            if kids:
-                names = ", ".join(k[0].removeprefix("sha256:")[:12] for k in kids)
-                raise FailedPrecondition(
-                    f"conflict: unable to delete {id.removeprefix('sha256:')[:12]} "
-                    f"(cannot be forced) - image has dependent child images: {names}"
-                )
+            self.refuse_if_parent(id)  # inside the transaction: no child can appear meanwhile
             layers = tx.execute(
                 "SELECT layer_id FROM image_layers WHERE image_id = ? ORDER BY position", (id,)
             ).fetchall()

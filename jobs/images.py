@@ -226,6 +226,7 @@ def _delete(
         if image.tags or image.digests or store.children(image.id):
             return out
     else:
+        store.refuse_if_parent(image.id)  # before any untagging: all or nothing
         if len(image.tags) > 1 and not p.force:
             raise FailedPrecondition(
                 f"conflict: unable to delete {image.short_id} (must be forced) - "

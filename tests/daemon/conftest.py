@@ -159,6 +159,22 @@ def daemon(tmp_path: Path, daemons: list[Daemon]) -> Daemon:
     return d
 
 
+def request(
+    daemon: Daemon,
+    method: str,
+    path: str,
+    body: bytes | None = None,
+    headers: dict[str, str] | None = None,
+) -> tuple[int, dict[str, str], bytes]:
+    """One raw HTTP request over the daemon's unix socket: status, headers, body."""
+    conn = daemon.raw()
+    conn.request(method, path, body=body, headers=headers or {})
+    response = conn.getresponse()
+    data = response.read()
+    conn.close()
+    return response.status, dict(response.getheaders()), data
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

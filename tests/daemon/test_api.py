@@ -12,22 +12,7 @@ import pytest
 
 from cli.client import Client
 from engine import errors
-from tests.daemon.conftest import Daemon
-
-
-def request(
-    daemon: Daemon,
-    method: str,
-    path: str,
-    body: bytes | None = None,
-    headers: dict[str, str] | None = None,
-) -> tuple[int, dict[str, str], bytes]:
-    conn = daemon.raw()
-    conn.request(method, path, body=body, headers=headers or {})
-    response = conn.getresponse()
-    data = response.read()
-    conn.close()
-    return response.status, dict(response.getheaders()), data
+from tests.daemon.conftest import Daemon, request
 
 
 def post_job(daemon: Daemon, name: str, body: object) -> tuple[int, dict[str, str], bytes]:

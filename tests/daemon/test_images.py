@@ -29,7 +29,7 @@ from typing import Any, NamedTuple
 
 import pytest
 
-from tests.daemon.conftest import DOCKYARD, ROOT, Daemon, start
+from tests.daemon.conftest import DOCKYARD, ROOT, Daemon, request, start
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0, reason="needs root: the daemon's overlay driver and root-owned layer files"
@@ -104,21 +104,6 @@ def table_rows(data_root: Path, table: str) -> list[tuple[Any, ...]]:
 
 def digest(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
-
-
-def request(
-    daemon: Daemon,
-    method: str,
-    path: str,
-    body: bytes | None = None,
-    headers: dict[str, str] | None = None,
-) -> tuple[int, dict[str, str], bytes]:
-    conn = daemon.raw()
-    conn.request(method, path, body=body, headers=headers or {})
-    response = conn.getresponse()
-    data = response.read()
-    conn.close()
-    return response.status, dict(response.getheaders()), data
 
 
 def tar_of(files: dict[str, bytes | None]) -> bytes:

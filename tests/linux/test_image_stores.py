@@ -32,7 +32,8 @@ from graph.images import Image, ImageNotFound, ImageStore, image_id
 from graph.layers import Layer, LayerStore, chain_id
 from graph.reference import parse
 from jobs import imagegraph
-from jobs.services import IMAGES
+from jobs import images as jobs_images
+from jobs.services import IMAGES, LAYERS
 from tests.linux.graphdriver_suite import mounts_under
 
 pytestmark = pytest.mark.skipif(
@@ -523,3 +524,21 @@ def test_cached_graph_queries_follow_every_change(
     assert [(d, i) for d, i, _, _ in layers.tree()] == [(0, base.id), (1, child.id)]
     layers.release([child.id])
     assert [i for _, i, _, _ in layers.tree()] == [base.id]
+
+
+def test_rmi_of_a_parent_by_id_changes_nothing(layers: LayerStore, images: ImageStore) -> None:
+    base = layers.register(io.BytesIO(BASE))
+    top = add_image(images, [base], "top")
+    add_image(images, [base], "built on top", parent=top.id)
+    images.tag(top.id, parse("a:1"))
+    images.tag(top.id, parse("b:1"))
+    engine = Engine()
+    engine.provide(IMAGES, images)
+    engine.provide(LAYERS, layers)
+    jobs_images.install(engine)
+    with pytest.raises(FailedPrecondition, match="image has dependent child images"):
+        asyncio.run(engine.call("image_delete", top.id, force=True))
+    assert sorted(images.get(top.id).tags) == ["docker.io/library/a:1", "docker.io/library/b:1"]
+    # By tag it only untags: the image stays while another image builds on it.
+    assert asyncio.run(engine.call("image_delete", "a:1")) == [{"Untagged": "a:1"}]
+    assert images.get(top.id).tags == ("docker.io/library/b:1",)
