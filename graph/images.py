@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -83,15 +84,17 @@ class ImageStore:
 
     def __init__(self, db: GraphDB) -> None:
         self.db = db
-        self.changes = 0  # committed writes so far: the key of cached query results
-        self._heads: tuple[int, dict[str, list[tuple[str, tuple[str, ...]]]]] = (-1, {})
+        # Images on their top layers, for ``heads``: read once, then kept current by every change
+        # here (all writes to images and tags go through this store): top → {image: [tags]}.
+        self._lock = threading.Lock()
+        self._tops: dict[str, dict[str, tuple[str, ...]]] | None = None
+        self._top_of: dict[str, str] = {}
+        self._heads: dict[str, list[tuple[str, tuple[str, ...]]]] | None = None
 
     @contextmanager
     def _write(self) -> Iterator[sqlite_utils.Database]:
-        # Every change goes through here, so ``changes`` keys the caches of query results.
         with self.db.write() as tx:
             yield tx
-        self.changes += 1
 
     def add(self, config: bytes, chain: list[Layer], parent: str = "") -> Image:
         """Store an image whose layers are *chain* (base first); return it (existing or new)."""
@@ -123,6 +126,7 @@ class ImageStore:
                 {"image_id": id, "position": i, "layer_id": layer.id}
                 for i, layer in enumerate(chain)
             )
+        self._cached(id, top=chain[-1].id if chain else "")
         return self.get(id)
 
     def get(self, id: str) -> Image:
@@ -189,12 +193,17 @@ class ImageStore:
             raise InvalidArgument(f"tag: {name}: a tag cannot contain a digest")
         with self._write() as tx:
             old = tx.execute("SELECT image_id FROM tags WHERE name = ?", (name,)).fetchone()
+            if old and old[0] == id:
+                return None  # already so
             tx.execute(
-                "INSERT INTO tags (name, image_id, added) VALUES (?, ?, ?)"
-                " ON CONFLICT (name) DO UPDATE SET image_id = excluded.image_id",
+                "INSERT INTO tags (name, image_id, added) VALUES (?, ?, ?) ON CONFLICT (name)"
+                " DO UPDATE SET image_id = excluded.image_id, added = excluded.added",
                 (name, id, time.time()),
             )
-        return old[0] if old and old[0] != id else None
+        if old:
+            self._cached(old[0], untag=familiar_name(name))
+        self._cached(id, tag=familiar_name(name))
+        return old[0] if old else None
 
     def untag(self, ref: Reference) -> str:
         """Remove tag (or digest reference) *ref*; return the image it pointed at."""
@@ -205,6 +214,8 @@ class ImageStore:
             if row is None:
                 raise ImageNotFound(f"No such image: {ref.familiar}")
             tx.execute(f"DELETE FROM {table} WHERE name = ?", (name,))
+        if table == "tags":
+            self._cached(row[0], untag=familiar_name(name))
         return str(row[0])
 
     def children(self, id: str) -> list[str]:
@@ -255,26 +266,59 @@ class ImageStore:
             ).fetchall()
             if tx.execute("DELETE FROM images WHERE id = ?", (id,)).rowcount == 0:
                 raise ImageNotFound(f"No such image: {id}")
+        self._cached(id, gone=True)
         return [row[0] for row in layers]
 
     def heads(self) -> dict[str, list[tuple[str, tuple[str, ...]]]]:
         """Return, per top layer id, the images (id, familiar tags) whose top it is."""
-        if self._heads[0] != self.changes:
-            heads: dict[str, list[tuple[str, tuple[str, ...]]]] = {}
-            tags: dict[str, list[str]] = {}
-            tops: dict[str, str] = {}
+        with self._lock:
+            if self._heads is None:
+                self._heads = {top: list(images.items()) for top, images in self._graph().items()}
+            return self._heads
+
+    def _graph(self) -> dict[str, dict[str, tuple[str, ...]]]:
+        if self._tops is None:
+            tops: dict[str, dict[str, tuple[str, ...]]] = {}
             rows = self.db.rows(
                 "SELECT i.id, i.top_layer, t.name FROM images i"
                 " LEFT JOIN tags t ON t.image_id = i.id ORDER BY i.added, i.id, t.added, t.name"
             )
             for image, top, tag in rows:
-                tops[image] = top or ""
-                if tag:
-                    tags.setdefault(image, []).append(familiar_name(tag))
-            for image, top in tops.items():
-                heads.setdefault(top, []).append((image, tuple(tags.get(image, ()))))
-            self._heads = (self.changes, heads)
-        return self._heads[1]
+                images = tops.setdefault(top or "", {})
+                images[image] = images.get(image, ()) + ((familiar_name(tag),) if tag else ())
+                self._top_of[image] = top or ""
+            self._tops = tops
+        return self._tops
+
+    def _cached(
+        self,
+        image: str,
+        *,
+        top: str | None = None,
+        tag: str = "",
+        untag: str = "",
+        gone: bool = False,
+    ) -> None:
+        """Record a committed change of *image* in the cached graph, if it has been read."""
+        with self._lock:
+            self._heads = None
+            if self._tops is None:
+                return
+            if top is not None:  # a new image
+                self._top_of[image] = top
+                self._tops.setdefault(top, {})[image] = ()
+                return
+            owner = self._top_of.get(image)
+            if owner is None:
+                return
+            if gone:
+                self._tops[owner].pop(image, None)
+                if not self._tops[owner]:
+                    del self._tops[owner]
+                del self._top_of[image]
+                return
+            tags = tuple(t for t in self._tops[owner].get(image, ()) if t != untag)
+            self._tops[owner][image] = (*tags, tag) if tag else tags
 
     def count(self) -> int:
         """Return how many images are stored."""

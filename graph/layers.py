@@ -78,16 +78,17 @@ class LayerStore:
     def __init__(self, db: GraphDB, driver: GraphDriver, tars: Path) -> None:
         self.db, self.driver, self.tars = db, driver, tars
         self.differ: Differ = driver if isinstance(driver, Differ) else NaiveDiffer(driver)
-        self.changes = 0  # committed writes so far: the key of cached query results
-        self._tree: tuple[int, list[tuple[int, str, str, int]]] = (-1, [])
+        # The layer graph for ``tree``, read once and then kept current by every change here
+        # (all writes to the layers table go through this store): parent → {id: (chain, size)}.
+        self._lock = threading.Lock()
+        self._children: dict[str | None, dict[str, tuple[str, int]]] | None = None
+        self._tree: list[tuple[int, str, str, int]] | None = None
         tars.mkdir(parents=True, exist_ok=True, mode=0o700)
 
     @contextmanager
     def _write(self) -> Iterator[sqlite_utils.Database]:
-        # Every change goes through here, so ``changes`` keys the caches of query results.
         with self.db.write() as tx:
             yield tx
-        self.changes += 1
 
     def tar_path(self, id: str) -> Path:
         """Where layer *id*'s uncompressed tar is kept."""
@@ -113,12 +114,30 @@ class LayerStore:
 
     def tree(self) -> list[tuple[int, str, str, int]]:
         """Return every ready layer as (depth, id, chain id, size), depth first from the bases."""
-        if self._tree[0] != self.changes:
-            rows = self.db.rows(
-                "SELECT id, parent, chain_id, size FROM layers WHERE state = 'ready'"
-            )
-            self._tree = (self.changes, _depth_first(rows))
-        return self._tree[1]
+        with self._lock:
+            if self._tree is None:
+                self._tree = _depth_first(self._graph())
+            return self._tree
+
+    def _graph(self) -> dict[str | None, dict[str, tuple[str, int]]]:
+        if self._children is None:
+            children: dict[str | None, dict[str, tuple[str, int]]] = {}
+            sql = "SELECT id, parent, chain_id, size FROM layers WHERE state = 'ready'"
+            for id, parent, chain, size in self.db.rows(sql):
+                children.setdefault(parent, {})[id] = (chain, size)
+            self._children = children
+        return self._children
+
+    def _cached(self, id: str, parent: str, entry: tuple[str, int] | None) -> None:
+        """Record in the cached graph that layer *id* is now *entry* (None: gone)."""
+        with self._lock:
+            if self._children is not None:
+                kids = self._children.setdefault(parent or None, {})
+                if entry is None:
+                    kids.pop(id, None)
+                else:
+                    kids[id] = entry
+            self._tree = None
 
     def chain(self, top: str) -> list[Layer]:
         """Return layer *top* and every layer below it, base first."""
@@ -191,6 +210,7 @@ class LayerStore:
                     " WHERE id = ?",
                     (chain, applied.diff_id, applied.size, id),
                 )
+            self._cached(id, parent, (chain, applied.size))
         except AlreadyExists:  # another registration of the same chain won the race
             self._destroy(id)
             return self.by_chain(chain)
@@ -260,7 +280,9 @@ class LayerStore:
     def _destroy(self, id: str) -> None:
         # Mark first, so a crash between removing the files and the row is finished at start-up.
         with self._write() as tx:
+            row = tx.execute("SELECT parent FROM layers WHERE id = ?", (id,)).fetchone()
             tx.execute("UPDATE layers SET state = 'removing' WHERE id = ?", (id,))
+        self._cached(id, row[0] if row else "", None)
         if self.driver.exists(id):
             try:
                 self.driver.remove(id)
@@ -282,18 +304,21 @@ def _fsync_file(path: Path) -> None:
         os.close(fd)
 
 
-def _depth_first(rows: list[tuple[str, str | None, str, int]]) -> list[tuple[int, str, str, int]]:
-    children: dict[str | None, list[tuple[str, str, int]]] = {}
-    for id, parent, chain, size in rows:
-        children.setdefault(parent, []).append((chain, id, size))
-    for kids in children.values():
-        kids.sort(reverse=True)  # popped from the end: siblings come out in chain id order
+def _depth_first(
+    children: dict[str | None, dict[str, tuple[str, int]]],
+) -> list[tuple[int, str, str, int]]:
+    def kids(parent: str | None) -> list[tuple[str, str, int]]:
+        # Popped from the end: siblings come out in chain id order.
+        return sorted(
+            ((c, id, size) for id, (c, size) in children.get(parent, {}).items()), reverse=True
+        )
+
     out: list[tuple[int, str, str, int]] = []
-    stack = [(0, kid) for kid in children.get(None, [])]
+    stack = [(0, kid) for kid in kids(None)]
     while stack:
         depth, (chain, id, size) = stack.pop()
         out.append((depth, id, chain, size))
-        stack.extend((depth + 1, kid) for kid in children.get(id, ()))
+        stack.extend((depth + 1, kid) for kid in kids(id))
     return out
 
 

@@ -508,8 +508,14 @@ def test_a_tag_wins_over_an_id_prefix(layers: LayerStore, images: ImageStore) ->
 
 
 def test_cached_graph_queries_follow_every_change(
-    layers: LayerStore, images: ImageStore, db: GraphDB
+    layers: LayerStore, images: ImageStore, db: GraphDB, driver: GraphDriver, tmp_path: Path
 ) -> None:
+    def fresh() -> tuple[object, object]:  # what a store reading the database anew sees
+        return LayerStore(db, driver, tmp_path / "fresh").tree(), ImageStore(db).heads()
+
+    def check() -> None:
+        assert (layers.tree(), images.heads()) == fresh()
+
     base = layers.register(io.BytesIO(BASE))
     image = add_image(images, [base], "cached")
     tree, heads = layers.tree(), images.heads()
@@ -517,13 +523,24 @@ def test_cached_graph_queries_follow_every_change(
     with db.write() as tx:  # a write elsewhere (the job history) keeps the caches
         tx.execute("UPDATE jobs SET name = name")
     assert layers.tree() is tree and images.heads() is heads
+    check()
 
     images.tag(image.id, parse("cached:1"))
     assert images.heads()[base.id] == [(image.id, ("cached:1",))]
+    check()
     child = layers.register(io.BytesIO(CHILD), parent=base.id)
     assert [(d, i) for d, i, _, _ in layers.tree()] == [(0, base.id), (1, child.id)]
-    layers.release([child.id])
+    other = add_image(images, [base, child], "other")
+    images.tag(other.id, parse("cached:2"))
+    check()
+    assert images.tag(other.id, parse("cached:1")) == image.id  # the tag moves
+    check()
+    assert images.tag(other.id, parse("cached:1")) is None  # already so: nothing changes
+    images.untag(parse("cached:2"))
+    check()
+    layers.release(images.delete(other.id))
     assert [i for _, i, _, _ in layers.tree()] == [base.id]
+    check()
 
 
 def test_rmi_of_a_parent_by_id_changes_nothing(layers: LayerStore, images: ImageStore) -> None:
