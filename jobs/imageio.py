@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import shutil
+import threading
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, cast
@@ -16,8 +18,8 @@ from typing import Any, BinaryIO, cast
 import aiohttp
 
 from engine import ArgSpec, Engine, Job
-from engine.errors import InvalidArgument, Unavailable
-from engine.streams import reader, writer
+from engine.errors import Cancelled, InvalidArgument, Unavailable
+from engine.streams import Read, in_thread, reader, writer
 from graph.imageconfig import apply_changes, encode, new_config
 from graph.images import Image, ImageStore
 from graph.imagetar import ArchiveImage, LayerBlob, read_archive, write_archive
@@ -41,31 +43,39 @@ async def import_(job: Job[ImportParams]) -> None:
     if ref and ref.digest:
         raise InvalidArgument(f"reference: {job.args[1]}: an image is tagged, not given a digest")
     run_config = apply_changes({}, p.changes)  # refuse bad changes before reading anything
-    async with _source(job, source) as stream:
-        layers = job.engine[LAYERS]
-        layer = await asyncio.to_thread(layers.register, stream)
-    config = new_config([layer.diff_id], f"dockyard import {source}", p.message)
-    config["config"] = run_config
-    try:
-        image = await asyncio.to_thread(job.engine[IMAGES].add, encode(config), [layer])
-        if ref:
-            await asyncio.to_thread(job.engine[IMAGES].tag, image.id, ref)
-    except BaseException:
-        await asyncio.to_thread(layers.release, [layer.id])
-        raise
+    layers, images = job.engine[LAYERS], job.engine[IMAGES]
+    loop = asyncio.get_running_loop()
+
+    def work(read: Read, stop: threading.Event) -> Image:
+        layer = layers.register(reader(read, stop, loop))
+        try:
+            if stop.is_set():
+                raise Cancelled("the job was cancelled")
+            config = new_config([layer.diff_id], f"dockyard import {source}", p.message)
+            config["config"] = run_config
+            image = images.add(encode(config), [layer])
+            if ref:
+                images.tag(image.id, ref)
+            return image
+        except BaseException:
+            layers.release([layer.id])
+            raise
+
+    async with _source(job, source) as read:
+        image = await in_thread(lambda stop: work(read, stop))
     job.emit({"status": image.id})
 
 
 @contextlib.asynccontextmanager
-async def _source(job: Job[Any], source: str) -> Any:
+async def _source(job: Job[Any], source: str) -> AsyncIterator[Read]:
     if source == "-":
-        yield reader(job.stdin.read)
+        yield job.stdin.read
     elif source.startswith(("http://", "https://")):
         try:
             async with aiohttp.ClientSession() as session, session.get(source) as response:
                 if response.status != 200:
                     raise Unavailable(f"{source}: HTTP {response.status} {response.reason}")
-                yield reader(response.content.read)
+                yield response.content.read
         except aiohttp.ClientError as exc:
             raise Unavailable(f"{source}: {exc}") from None
     else:
@@ -81,19 +91,29 @@ async def load(job: Job[LoadParams]) -> None:
     """Load a docker-archive or OCI layout tar from stdin; emit {"stream": "Loaded image: …"}."""
     loop = asyncio.get_running_loop()
     work = job.engine[DAEMON].data_root / "tmp" / f"load-{job.id}"
-    stream = reader(job.stdin.read)
+    store, layers = job.engine[IMAGES], job.engine[LAYERS]
 
     def say(text: str) -> None:
         if not job.params.quiet:
             loop.call_soon_threadsafe(job.emit, {"stream": text + "\n"})
 
+    def run(stop: threading.Event) -> None:
+        _load(store, layers, reader(job.stdin.read, stop, loop), work, say, stop)
+
     try:
-        await asyncio.to_thread(_load, job.engine[IMAGES], job.engine[LAYERS], stream, work, say)
+        await in_thread(run)
     finally:
         await asyncio.to_thread(shutil.rmtree, work, True)
 
 
-def _load(store: ImageStore, layers: LayerStore, stream: BinaryIO, work: Path, say: Any) -> None:
+def _load(
+    store: ImageStore,
+    layers: LayerStore,
+    stream: BinaryIO,
+    work: Path,
+    say: Callable[[str], None],
+    stop: threading.Event,
+) -> None:
     work.mkdir(parents=True, exist_ok=True)
     registered: list[str] = []  # released again if the load fails: no image, no stray layers
     try:
@@ -101,6 +121,7 @@ def _load(store: ImageStore, layers: LayerStore, stream: BinaryIO, work: Path, s
             for item in archive:
                 chain: list[Layer] = []
                 for blob in item.layers:
+                    _check(stop)
                     parent = chain[-1].id if chain else ""
                     if blob.path is not None:
                         chain.append(layers.register_file(blob.path, parent, blob.diff_id))
@@ -108,6 +129,7 @@ def _load(store: ImageStore, layers: LayerStore, stream: BinaryIO, work: Path, s
                         with blob.open() as f:
                             chain.append(layers.register(f, parent, blob.diff_id))
                     registered.append(chain[-1].id)
+                _check(stop)
                 image = store.add(item.config, chain)
                 registered.clear()  # from here on, the image holds them
                 for name in item.repo_tags:
@@ -123,17 +145,23 @@ def _load(store: ImageStore, layers: LayerStore, stream: BinaryIO, work: Path, s
         raise
 
 
+def _check(stop: threading.Event) -> None:
+    if stop.is_set():
+        raise Cancelled("the job was cancelled")
+
+
 async def image_export(job: Job[Any]) -> None:
     """Write one tar of the named images (docker-archive and OCI layout) to the raw output."""
     store, layers = job.engine[IMAGES], job.engine[LAYERS]
     images = await asyncio.to_thread(lambda: [_archived(store, layers, n) for n in job.args])
-    out = writer(job.stdout.write)
+    loop = asyncio.get_running_loop()
 
-    def save() -> None:
+    def save(stop: threading.Event) -> None:
+        out = writer(job.stdout.write, stop, loop)
         write_archive(cast(BinaryIO, out), images)
         out.flush()
 
-    await asyncio.to_thread(save)
+    await in_thread(save)
 
 
 def _archived(store: ImageStore, layers: LayerStore, name: str) -> ArchiveImage:

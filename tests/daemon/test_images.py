@@ -182,6 +182,10 @@ def files_named(top: Path, name: str) -> list[Path]:
     return [Path(d, f) for d, dirs, fs in os.walk(top) for f in fs + dirs if f == name]
 
 
+def _json_lines(text: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
 def _running(daemon: Daemon, job: str) -> bool:
     """Whether ``dockyard jobs ps`` lists a running job named *job*."""
     result = dy(daemon, "jobs", "ps", "--json", timeout=10)
@@ -344,6 +348,42 @@ def test_client_hanging_up_mid_import_leaves_nothing(daemon: Daemon, busybox: by
         assert time.monotonic() < deadline, "the import kept running after its client hung up"
         time.sleep(0.05)
     assert ok(daemon, "images", "-a", "-q") == "" and ok(daemon, "images", "--tree") == ""
+    daemon.stop()
+    assert table_rows(daemon.data_root, "layers") == []
+    assert list((daemon.data_root / "layertars").iterdir()) == []
+
+
+def test_cancelling_an_import_by_id_leaves_nothing(daemon: Daemon, busybox: bytes) -> None:
+    client = subprocess.Popen(
+        [*DOCKYARD, "-H", daemon.hosts[0], "import", "-", "half:1"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env=daemon.env,
+    )
+    try:
+        assert client.stdin is not None
+        client.stdin.write(busybox[: len(busybox) // 2])  # and then the client waits, connected
+        client.stdin.flush()
+        deadline = time.monotonic() + 30
+        while not _staged(daemon):
+            assert time.monotonic() < deadline, "the import never started writing its layer"
+            time.sleep(0.02)
+        (job,) = [
+            j for j in _json_lines(ok(daemon, "jobs", "ps", "--json")) if j["name"] == "import"
+        ]
+        assert ok(daemon, "jobs", "cancel", job["id"]).strip() == job["id"]
+        deadline = time.monotonic() + 10
+        while _running(daemon, "import") or _staged(daemon):
+            assert time.monotonic() < deadline, "the import kept running after it was cancelled"
+            time.sleep(0.05)
+    finally:
+        client.kill()
+        client.wait()
+    history = _json_lines(ok(daemon, "jobs", "history", "--json"))
+    (done,) = [j for j in history if j["id"] == job["id"]]
+    assert done["state"] == "cancelled"
+    assert ok(daemon, "images", "-a", "-q") == ""
     daemon.stop()
     assert table_rows(daemon.data_root, "layers") == []
     assert list((daemon.data_root / "layertars").iterdir()) == []
