@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import os
 import sys
 from typing import Any, BinaryIO, cast
@@ -227,7 +228,7 @@ def save(client: Client, names: tuple[str, ...], output: str) -> None:
         raise
 
 
-def _copy(response: BinaryIO | Any, out: BinaryIO) -> None:
+def _copy(response: http.client.HTTPResponse, out: BinaryIO) -> None:
     while chunk := response.read(1 << 20):
         out.write(chunk)
     out.flush()

@@ -16,12 +16,8 @@ import json
 import re
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Final
-
-import sqlite_utils
 
 from engine.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from graph.db import GraphDB, Row
@@ -91,11 +87,6 @@ class ImageStore:
         self._top_of: dict[str, str] = {}
         self._heads: dict[str, list[tuple[str, tuple[str, ...]]]] | None = None
 
-    @contextmanager
-    def _write(self) -> Iterator[sqlite_utils.Database]:
-        with self.db.write() as tx:
-            yield tx
-
     def add(self, config: bytes, chain: list[Layer], parent: str = "") -> Image:
         """Store an image whose layers are *chain* (base first); return it (existing or new)."""
         id = image_id(config)
@@ -107,7 +98,7 @@ class ImageStore:
         except ImageNotFound:
             pass
         created = json.loads(config).get("created") or ""
-        with self._write() as tx:
+        with self.db.write() as tx:
             try:
                 tx.table("images").insert(
                     {
@@ -191,7 +182,7 @@ class ImageStore:
         name = str(with_default_tag(ref))
         if ref.digest:
             raise InvalidArgument(f"tag: {name}: a tag cannot contain a digest")
-        with self._write() as tx:
+        with self.db.write() as tx:
             old = tx.execute("SELECT image_id FROM tags WHERE name = ?", (name,)).fetchone()
             if old and old[0] == id:
                 return None  # already so
@@ -209,7 +200,7 @@ class ImageStore:
         """Remove tag (or digest reference) *ref*; return the image it pointed at."""
         name = str(ref if ref.digest else with_default_tag(ref))
         table = "digests" if ref.digest else "tags"
-        with self._write() as tx:
+        with self.db.write() as tx:
             row = tx.execute(f"SELECT image_id FROM {table} WHERE name = ?", (name,)).fetchone()
             if row is None:
                 raise ImageNotFound(f"No such image: {ref.familiar}")
@@ -259,7 +250,7 @@ class ImageStore:
 
         FailedPrecondition if other images build on it.
         """
-        with self._write() as tx:
+        with self.db.write() as tx:
             self.refuse_if_parent(id)  # inside the transaction: no child can appear meanwhile
             layers = tx.execute(
                 "SELECT layer_id FROM image_layers WHERE image_id = ? ORDER BY position", (id,)

@@ -34,8 +34,7 @@ import secrets
 import shutil
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, cast
@@ -43,7 +42,6 @@ from typing import TYPE_CHECKING, BinaryIO, cast
 if TYPE_CHECKING:
     from _typeshed import WriteableBuffer
 
-import sqlite_utils
 
 from drivers.graph import Differ, GraphDriver, NaiveDiffer
 from engine.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
@@ -84,11 +82,6 @@ class LayerStore:
         self._children: dict[str | None, dict[str, tuple[str, int]]] | None = None
         self._tree: list[tuple[int, str, str, int]] | None = None
         tars.mkdir(parents=True, exist_ok=True, mode=0o700)
-
-    @contextmanager
-    def _write(self) -> Iterator[sqlite_utils.Database]:
-        with self.db.write() as tx:
-            yield tx
 
     def tar_path(self, id: str) -> Path:
         """Where layer *id*'s uncompressed tar is kept."""
@@ -191,7 +184,7 @@ class LayerStore:
             except NotFound:
                 pass
         id = secrets.token_hex(32)
-        with self._write() as tx:
+        with self.db.write() as tx:
             tx.table("layers").insert(
                 {"id": id, "parent": parent or None, "state": "creating", "created": time.time()}
             )
@@ -204,7 +197,7 @@ class LayerStore:
                     f"got {applied.diff_id}"
                 )
             chain = chain_id(base.chain_id if base else "", applied.diff_id)
-            with self._write() as tx:
+            with self.db.write() as tx:
                 tx.execute(
                     "UPDATE layers SET chain_id = ?, diff_id = ?, size = ?, state = 'ready'"
                     " WHERE id = ?",
@@ -279,7 +272,7 @@ class LayerStore:
 
     def _destroy(self, id: str) -> None:
         # Mark first, so a crash between removing the files and the row is finished at start-up.
-        with self._write() as tx:
+        with self.db.write() as tx:
             row = tx.execute("SELECT parent FROM layers WHERE id = ?", (id,)).fetchone()
             tx.execute("UPDATE layers SET state = 'removing' WHERE id = ?", (id,))
         self._cached(id, row[0] if row else "", None)
@@ -292,7 +285,7 @@ class LayerStore:
         for path in (self.tar_path(id), self.tars / f".{id}.tar.tmp"):
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
-        with self._write() as tx:
+        with self.db.write() as tx:
             tx.execute("DELETE FROM layers WHERE id = ?", (id,))
 
 

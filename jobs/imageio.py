@@ -24,7 +24,8 @@ from graph.imageconfig import apply_changes, encode, new_config
 from graph.images import Image, ImageStore
 from graph.imagetar import ArchiveImage, LayerBlob, read_archive, write_archive
 from graph.layers import Layer, LayerStore
-from graph.reference import Reference, is_full_id, parse, with_default_tag
+from graph.reference import Reference, parse, with_default_tag
+from jobs.images import named_by_id
 from jobs.services import DAEMON, IMAGES, LAYERS
 
 
@@ -166,16 +167,12 @@ async def image_export(job: Job[Any]) -> None:
 
 def _archived(store: ImageStore, layers: LayerStore, name: str) -> ArchiveImage:
     image = store.resolve(name)
-    ref = None if is_full_id(name) or _is_id_prefix(image, name) else parse(name)
+    ref = None if named_by_id(image, name) else parse(name)
     return ArchiveImage(
         config=image.config,
         layers=tuple(_blob(layers, layer_id) for layer_id in image.layers),
         repo_tags=(_tag_name(ref),) if ref else (),
     )
-
-
-def _is_id_prefix(image: Image, name: str) -> bool:
-    return image.id.removeprefix("sha256:").startswith(name.removeprefix("sha256:"))
 
 
 def _tag_name(ref: Reference) -> str:

@@ -39,6 +39,13 @@ def unix_time(created: str) -> int:
     return int(datetime.fromisoformat(m[1] + (m[2] or "")[:7] + zone).timestamp())
 
 
+def named_by_id(image: Image, name: str) -> bool:
+    """Whether *name* found *image* as its id or an id prefix, rather than as a reference."""
+    return is_full_id(name) or image.id.removeprefix("sha256:").startswith(
+        name.removeprefix("sha256:")
+    )
+
+
 def summary(image: Image) -> dict[str, object]:
     """An image as ``GET /images/json`` lists it."""
     config = image.json().get("config") or {}
@@ -214,9 +221,7 @@ def _delete(
 ) -> list[dict[str, str]]:
     image = store.resolve(name)
     out: list[dict[str, str]] = []
-    bare = name.removeprefix("sha256:")
-    by_reference = not (is_full_id(name) or image.id.removeprefix("sha256:").startswith(bare))
-    if by_reference:
+    if not named_by_id(image, name):
         ref = parse(name)
         store.untag(ref if ref.digest else with_default_tag(ref))
         out.append(

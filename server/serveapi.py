@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -79,7 +80,7 @@ async def _start_site(
     runner: web.AppRunner,
     address: Address,
     gid: int,
-    ssl_context: object,
+    ssl_context: ssl.SSLContext | None,
     sockets: list[tuple[Path, int]],
 ) -> None:
     site: web.BaseSite
@@ -94,7 +95,7 @@ async def _start_site(
             runner,
             address.host,
             address.port,
-            ssl_context=ssl_context,  # type: ignore[arg-type]
+            ssl_context=ssl_context,
             shutdown_timeout=5.0,
         )
     try:
