@@ -23,6 +23,11 @@ from engine.errors import EngineError
 @click.option("--exec-root", default="/run/dockyard", show_default=True, type=Path)
 @click.option("--storage-driver", default="", envvar="DOCKER_DRIVER", help="Graph driver to use.")
 @click.option("--exec-driver", default="", envvar="DOCKER_EXECDRIVER", help="Exec driver to use.")
+@click.option(
+    "--cgroup-parent",
+    default="",
+    help="Parent cgroup of containers (default: dockyard under the daemon's own cgroup).",
+)
 @click.option("--plugin", "plugins", multiple=True, help="Job plugin module:install, repeatable.")
 @click.option("-G", "--group", default="root", show_default=True, help="Group of unix sockets.")
 @click.option("--tlscert", default="", help="Server certificate (PEM).")
@@ -39,6 +44,7 @@ def daemon(
     exec_root: Path,
     storage_driver: str,
     exec_driver: str,
+    cgroup_parent: str,
     plugins: tuple[str, ...],
     group: str,
     tlscert: str,
@@ -66,6 +72,7 @@ def daemon(
         exec_root=exec_root.absolute(),
         storage_driver=storage_driver,
         exec_driver=exec_driver,
+        cgroup_parent=cgroup_parent,
         plugins=plugins,
         group=group,
         tlscert=tlscert,

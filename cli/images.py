@@ -13,7 +13,7 @@ import orjson
 
 from cli import render
 from cli.client import Client
-from engine.errors import InvalidArgument
+from engine.errors import InvalidArgument, NotFound
 
 pass_client = click.make_pass_decorator(Client)
 
@@ -137,14 +137,33 @@ def _tree(nodes: list[dict[str, Any]]) -> None:
 
 @click.command()
 @click.argument("names", nargs=-1, required=True)
+@click.option("-f", "--format", "fmt", default="", help="Show one field: {{.State.Status}}.")
+@click.option("--type", "kind", type=click.Choice(["", "container", "image"]), default="")
 @pass_client
-def inspect(client: Client, names: tuple[str, ...]) -> None:
-    """Show images in detail, as JSON.
+def inspect(client: Client, names: tuple[str, ...], fmt: str, kind: str) -> None:
+    """Show containers or images in detail, as JSON (or one Go-template-like field with -f).
 
-    Example: dockyard inspect busybox
+    Example: dockyard inspect -f '{{.State.Status}}' web
     """
-    found = [client.get(_path(name, "/json")) for name in names]
-    click.echo(orjson.dumps(found, option=orjson.OPT_INDENT_2).decode())
+    found = [_inspect(client, name, kind) for name in names]
+    if not fmt:
+        click.echo(orjson.dumps(found, option=orjson.OPT_INDENT_2).decode())
+        return
+    for item in found:
+        click.echo(render.template(fmt, item))
+
+
+def _inspect(client: Client, name: str, kind: str) -> object:
+    if kind in ("", "container"):
+        try:
+            return client.get(f"/containers/{quote(name, safe='')}/json")
+        except NotFound:
+            if kind:
+                raise
+    try:
+        return client.get(_path(name, "/json"))
+    except NotFound:
+        raise NotFound(f"No such object: {name}") from None
 
 
 @click.command()

@@ -88,3 +88,27 @@ def human_ago(when: float, now: float | None = None) -> str:
             count = seconds // size
             return f"{count} {unit}{'s' if count > 1 else ''} ago"
     return "Less than a minute ago" if seconds >= 1 else "Less than a second ago"
+
+
+def template(fmt: str, value: object) -> str:
+    """A small subset of Go templates: ``{{.A.B}}`` fields and ``{{json .A}}``, in text."""
+    import re
+
+    def field(match: re.Match[str]) -> str:
+        expr = match[1].strip()
+        as_json = expr.startswith("json ")
+        path = expr.removeprefix("json ").strip()
+        current: object = value
+        for part in filter(None, path.split(".")):
+            current = current.get(part) if isinstance(current, Mapping) else None
+        if as_json:
+            return orjson.dumps(current).decode()
+        if isinstance(current, bool):
+            return "true" if current else "false"
+        if current is None:
+            return "<no value>"
+        if isinstance(current, Mapping | list):
+            return orjson.dumps(current).decode()
+        return str(current)
+
+    return re.sub(r"\{\{(.*?)\}\}", field, fmt)

@@ -108,4 +108,27 @@ def _images(db: sqlite_utils.Database) -> None:
     )
 
 
-MIGRATIONS: Final[tuple[Migration, ...]] = (_jobs, _entities, _images)
+def _containers(db: sqlite_utils.Database) -> None:
+    """Containers (their names live in the name graph) and the volumes each one uses.
+
+    A container row pins its image: ``image_delete`` cannot remove an image a container was
+    made from (RESTRICT). ``container_volumes`` is what makes a volume "in use".
+    """
+    db.execute(
+        "CREATE TABLE containers ("
+        " id TEXT NOT NULL PRIMARY KEY,"
+        " image_id TEXT NOT NULL REFERENCES images(id) ON DELETE RESTRICT,"
+        " created REAL NOT NULL)"
+    )
+    db.execute("CREATE INDEX containers_image ON containers (image_id)")
+    db.execute(
+        "CREATE TABLE container_volumes ("
+        " container_id TEXT NOT NULL REFERENCES containers(id) ON DELETE CASCADE,"
+        " volume TEXT NOT NULL REFERENCES volumes(name) ON DELETE RESTRICT,"
+        " destination TEXT NOT NULL,"
+        " PRIMARY KEY (container_id, destination))"
+    )
+    db.execute("CREATE INDEX container_volumes_volume ON container_volumes (volume)")
+
+
+MIGRATIONS: Final[tuple[Migration, ...]] = (_jobs, _entities, _images, _containers)

@@ -4,7 +4,18 @@ from collections.abc import Callable
 from typing import Final
 
 from engine import Engine
-from jobs import imagegraph, imageio, images, introspect, system
+from jobs import (
+    containerinfo,
+    containerio,
+    containers,
+    execs,
+    imagegraph,
+    imageio,
+    images,
+    introspect,
+    system,
+    volumes,
+)
 
 INSTALLERS: Final[tuple[Callable[[Engine], None], ...]] = (
     introspect.install,
@@ -12,6 +23,11 @@ INSTALLERS: Final[tuple[Callable[[Engine], None], ...]] = (
     images.install,
     imageio.install,
     imagegraph.install,
+    volumes.install,
+    containers.install,
+    containerinfo.install,
+    containerio.install,
+    execs.install,
 )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import fnmatch
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final
@@ -18,7 +19,7 @@ from engine.errors import FailedPrecondition, InvalidArgument
 from graph.images import Image, ImageStore
 from graph.layers import LayerStore
 from graph.reference import familiar_name, is_full_id, parse, with_default_tag
-from jobs.services import GRAPH_DRIVER, IMAGES, LAYERS
+from jobs.services import GRAPH_DRIVER, IMAGES, LAYERS, RUNTIME
 
 _RFC3339: Final = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d+)?(Z|[+-]\d\d:\d\d)")
 FILTERS: Final = frozenset({"dangling", "reference", "label", "before", "since"})
@@ -209,18 +210,35 @@ class DeleteParams:
 
 async def image_delete(job: Job[DeleteParams]) -> None:
     """Untag and delete an image; emit {"Untagged": name} and {"Deleted": id} records."""
+    runtime = job.engine[RUNTIME]
     rows = await asyncio.to_thread(
-        _delete, job.engine[IMAGES], job.engine[LAYERS], job.args[0], job.params
-    )
+        _delete, job.engine[IMAGES], job.engine[LAYERS], job.args[0], job.params,
+        runtime.store.users_of,
+    )  # fmt: skip
     for row in rows:
         job.emit(row)
 
 
 def _delete(
-    store: ImageStore, layers: LayerStore, name: str, p: DeleteParams
+    store: ImageStore,
+    layers: LayerStore,
+    name: str,
+    p: DeleteParams,
+    users_of: Callable[[str], list[str]],
 ) -> list[dict[str, str]]:
     image = store.resolve(name)
     out: list[dict[str, str]] = []
+    users = users_of(image.id)
+    last_name = len(image.tags) + len(image.digests) <= 1
+    if users and (named_by_id(image, name) or last_name):
+        what = "image is being used by" if named_by_id(image, name) else "container is using its"
+        raise FailedPrecondition(
+            f"conflict: unable to delete {image.short_id} (cannot be forced) - "
+            f"{what} container {users[0][:12]}"
+            if named_by_id(image, name)
+            else f'conflict: unable to remove repository reference "{name}" (must force) - '
+            f"container {users[0][:12]} is using its referenced image {image.short_id}"
+        )
     if not named_by_id(image, name):
         ref = parse(name)
         store.untag(ref if ref.digest else with_default_tag(ref))

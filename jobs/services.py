@@ -7,11 +7,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
+from drivers.exec import ExecDriver
 from drivers.graph import GraphDriver
 from engine import Key
 from graph.images import ImageStore
 from graph.jobhistory import JobHistory
 from graph.layers import LayerStore
+from graph.volumes import VolumeStore
+from jobs.runtime import Runtime
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,3 +37,6 @@ HISTORY: Final[Key[JobHistory]] = Key("job history", JobHistory)
 GRAPH_DRIVER: Final[Key[GraphDriver]] = Key("graph driver", GraphDriver)  # type: ignore[type-abstract]
 LAYERS: Final[Key[LayerStore]] = Key("layer store", LayerStore)
 IMAGES: Final[Key[ImageStore]] = Key("image store", ImageStore)
+VOLUMES: Final[Key[VolumeStore]] = Key("volume store", VolumeStore)
+RUNTIME: Final[Key[Runtime]] = Key("container runtime", Runtime)
+EXEC_DRIVER: Final[Key[ExecDriver]] = Key("exec driver", ExecDriver)  # type: ignore[type-abstract]

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from engine import VERSION, Engine, Job
-from jobs.services import DAEMON, GRAPH_DRIVER, IMAGES
+from jobs.services import DAEMON, EXEC_DRIVER, GRAPH_DRIVER, IMAGES, RUNTIME
 
 API_VERSION: Final = "1.45"
 MIN_API_VERSION: Final = "1.24"
@@ -84,6 +84,7 @@ async def info(job: Job[Any]) -> None:
             "Images": images,
             "Driver": driver.name,
             "DriverStatus": [list(pair) for pair in status],
+            **_containers(engine),
             **host_facts(),
             "DockerRootDir": str(daemon.data_root),
             "ExecRoot": str(daemon.exec_root),
@@ -100,6 +101,29 @@ async def info(job: Job[Any]) -> None:
             "Warnings": list(daemon.warnings),
         }
     )
+
+
+def _containers(engine: Engine) -> dict[str, object]:
+    """Container counts, the exec driver, cgroups and the network default for ``info``."""
+    runtime, execdriver = engine[RUNTIME], engine[EXEC_DRIVER]
+    every = list(runtime.containers.values())
+    paused = sum(1 for c in every if c.state.paused)
+    running = sum(1 for c in every if c.state.running) - paused
+    facts = dict(execdriver.info())
+    return {
+        "Containers": len(every),
+        "ContainersRunning": running,
+        "ContainersPaused": paused,
+        "ContainersStopped": len(every) - running - paused,
+        "ExecutionDriver": execdriver.name,
+        "CgroupDriver": facts.get("Cgroup Driver", ""),
+        "CgroupVersion": facts.get("Cgroup Version", ""),
+        "DefaultRuntime": execdriver.name,
+        "Runtimes": {execdriver.name: {"path": "dockyard-native"}},
+        "SecurityOptions": ["name=no-new-privileges"],
+        "DefaultNetwork": "none (the bridge driver is not available yet: containers get "
+        "--network none unless --network host is given)",
+    }
 
 
 def install(engine: Engine) -> None:

@@ -28,6 +28,8 @@ from engine.errors import (
 )
 from engine.version import VERSION
 from jobs.system import API_VERSION, MIN_API_VERSION
+from server.containerroutes import ROUTES as CONTAINER_ROUTES
+from server.hijack import hijack
 from server.render import json_response
 from server.routes import ROUTES, Route
 
@@ -135,7 +137,8 @@ def _serve(route: Route) -> Handler:
         args, params = await route.bind(request)
         name = route.job or request.match_info["name"]
         job = request.app[ENGINE].job(name, *args, **params)
-        job.stdin.attach(request.content)
+        if route.render is not hijack:
+            job.stdin.attach(request.content)
         return await route.render(request, job)
 
     return handle
@@ -148,6 +151,6 @@ def build_app(engine: Engine) -> web.Application:
     app.on_response_prepare.append(_headers)
     for prefix in ("", r"/v{api_version:[0-9]+\.[0-9]+}"):
         app.router.add_get(prefix + "/_ping", ping)
-        for route in ROUTES:
+        for route in (*ROUTES, *CONTAINER_ROUTES):
             app.router.add_route(route.method, prefix + route.path, _serve(route))
     return app

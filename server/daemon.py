@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import functools
 import logging
 import os
 import secrets
@@ -22,15 +23,30 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import jobs
+from drivers.exec import select as select_exec
 from drivers.graph import select
 from engine import Engine
-from engine.errors import FailedPrecondition, InvalidArgument
+from engine.errors import FailedPrecondition
 from engine.plugins import load_plugins
+from graph.containers import ContainerStore
 from graph.db import GraphDB
 from graph.images import ImageStore
 from graph.jobhistory import JobHistory
 from graph.layers import LayerStore
-from jobs.services import DAEMON, GRAPH_DRIVER, HISTORY, IMAGES, LAYERS, DaemonInfo
+from graph.volumes import VolumeStore
+from jobs.containers import remove_volumes, start_container
+from jobs.runtime import Runtime
+from jobs.services import (
+    DAEMON,
+    EXEC_DRIVER,
+    GRAPH_DRIVER,
+    HISTORY,
+    IMAGES,
+    LAYERS,
+    RUNTIME,
+    VOLUMES,
+    DaemonInfo,
+)
 from server import serveapi
 from server.serveapi import INSECURE_TCP
 
@@ -46,6 +62,7 @@ class DaemonConfig:
     exec_root: Path
     storage_driver: str = ""
     exec_driver: str = ""
+    cgroup_parent: str = ""
     plugins: tuple[str, ...] = ()
     group: str = "root"
     tlscert: str = ""
@@ -102,10 +119,7 @@ async def run(config: DaemonConfig) -> None:
     config.data_root.mkdir(parents=True, exist_ok=True, mode=0o711)
     config.exec_root.mkdir(parents=True, exist_ok=True, mode=0o700)
     with data_root_lock(config.data_root):
-        if config.exec_driver:
-            raise InvalidArgument(
-                f"exec-driver: unknown exec driver {config.exec_driver!r} (none is available yet)"
-            )
+        execdriver = select_exec(config.exec_root, os.environ, name=config.exec_driver)
         tmp = config.data_root / "tmp"
         shutil.rmtree(tmp, ignore_errors=True)  # what a killed daemon left half-written
         tmp.mkdir(mode=0o700)
@@ -120,7 +134,25 @@ async def run(config: DaemonConfig) -> None:
             engine.provide(GRAPH_DRIVER, driver)
             engine.provide(LAYERS, layers)
             engine.provide(IMAGES, ImageStore(db))
-            await _serve(config, engine)
+            volumes = VolumeStore(db, config.data_root / "volumes")
+            await asyncio.to_thread(volumes.recover)
+            engine.provide(VOLUMES, volumes)
+            await execdriver.setup()
+            runtime = Runtime(
+                ContainerStore(db, config.data_root / "containers"),
+                driver, execdriver, config.exec_root,
+            )  # fmt: skip
+            runtime.cgroup_parent = config.cgroup_parent
+            runtime.starter = functools.partial(start_container, runtime)
+            runtime.on_remove_volumes = functools.partial(remove_volumes, volumes)
+            engine.provide(RUNTIME, runtime)
+            engine.provide(EXEC_DRIVER, execdriver)
+            await runtime.restore()
+            try:
+                await _serve(config, engine)
+            finally:
+                await runtime.shutdown()
+                await execdriver.shutdown()
         finally:
             history.close()
             db.close()

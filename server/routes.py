@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 import orjson
 from aiohttp import web
 
+from engine import Job
 from engine.errors import InvalidArgument, NotSupported
 from server import render
 
@@ -204,6 +205,26 @@ async def json_body(request: web.Request) -> object:
         raise InvalidArgument(f"invalid JSON: {exc}") from None
 
 
+def body_fields(**fields: str) -> Binder:
+    """Bind keys of a JSON body as params: ``param="BodyKey"``; absent or null keys are left out
+    (as Docker's decoder ignores keys it does not know)."""
+
+    async def bind(request: web.Request) -> Bound:
+        body = await json_body(request)
+        if not isinstance(body, Mapping):
+            raise InvalidArgument("body: expected a JSON object")
+        return (), {p: body[k] for p, k in fields.items() if body.get(k) is not None}
+
+    return bind
+
+
+async def created_one(request: web.Request, job: Job[Any]) -> web.StreamResponse:
+    """Respond 201 Created with the job's single record as a JSON object."""
+    response = await render.one(request, job)
+    response.set_status(201)
+    return response
+
+
 ROUTES: Final[tuple[Route, ...]] = (
     Route("GET", "/version", "version", nothing(), render.one),
     Route("GET", "/info", "info", nothing(), render.one),
@@ -230,4 +251,21 @@ ROUTES: Final[tuple[Route, ...]] = (
     Route("GET", "/graph/tree", "image_tree", nothing(), render.array),
     Route("GET", "/graph/viz", "image_viz", query("format"), render.one),
     Route("GET", "/graph/images/{name:.+}/lineage", "image_lineage", path_args("name"), render.one),
+    Route("GET", "/volumes", "volumes", query("filters"), render.one),
+    Route(
+        "POST",
+        "/volumes/create",
+        "volume_create",
+        body_fields(name="Name", driver="Driver", labels="Labels", driver_opts="DriverOpts"),
+        created_one,
+    ),
+    Route("POST", "/volumes/prune", "volume_prune", query("filters"), render.one),
+    Route("GET", "/volumes/{name}", "volume_inspect", path_args("name"), render.one),
+    Route(
+        "DELETE",
+        "/volumes/{name}",
+        "volume_rm",
+        with_path("name", binder=query("force")),
+        render.empty,
+    ),
 )

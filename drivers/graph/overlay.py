@@ -138,6 +138,12 @@ class OverlayDriver(NaiveDiffer):
                 if self._lower(id):
                     self._unmount(self.home / id / "merged")
 
+    def forget(self, id: str) -> None:
+        """Drop every get() of *id* but leave it mounted: a running container keeps its root
+        mounted while the daemon restarts, and the next get() reuses the mount."""
+        with self._lock:
+            self._refs.pop(validate_id(id), None)
+
     def exists(self, id: str) -> bool:
         """Return whether layer *id* exists."""
         return (self.home / validate_id(id) / "diff").is_dir()

@@ -1,0 +1,1 @@
+"""Container log drivers: ``jsonfile`` writes and reads Docker's json-file log."""

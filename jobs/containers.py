@@ -1,0 +1,381 @@
+"""Container lifecycle jobs: ``create``, ``start``, ``stop``, ``kill``, ``restart``,
+``container_delete``, ``pause``, ``unpause``, ``wait``, ``rename`` and ``update``.
+
+Each handler resolves its container through the runtime (``RUNTIME``), does one transition
+under the container's lock, and emits Docker's response shape where Docker has a body.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import secrets
+import signal as signals
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from engine import ArgSpec, Engine, Job
+from engine.errors import EngineError, FailedPrecondition, InvalidArgument, NotFound
+from graph import initlayer
+from graph.containers import Container, write_text
+from jobs import containerconfig as cc
+from jobs.runtime import Runtime, now_rfc3339
+from jobs.services import GRAPH_DRIVER, IMAGES, RUNTIME, VOLUMES
+
+
+def parse_signal(value: str | int, field_: str = "signal") -> int:
+    """A signal by number or name (``KILL``, ``SIGKILL``, ``9``); InvalidArgument otherwise."""
+    text = str(value).strip()
+    if text.isdigit():
+        number = int(text)
+        if 0 < number < signals.NSIG:
+            return number
+    else:
+        name = text.upper()
+        name = name if name.startswith("SIG") else f"SIG{name}"
+        try:
+            return int(signals.Signals[name])
+        except KeyError:
+            pass
+    raise InvalidArgument(f"{field_}: invalid signal: {value}")
+
+
+def held_capabilities() -> int:
+    """The daemon's bounding set, from /proc/self/status."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("CapBnd:"):
+            return int(line.split()[1], 16)
+    return 0
+
+
+@dataclass(frozen=True, slots=True)
+class CreateParams:
+    body: dict[str, object] = field(
+        default_factory=dict, metadata={"doc": "Docker's create body: Config + HostConfig"}
+    )
+    name: str = field(default="", metadata={"doc": "container name (random when empty)"})
+
+
+async def create(job: Job[CreateParams]) -> None:
+    """Create a container from Docker's create body; emit ``{"Id", "Warnings"}``."""
+    rt, images = job.engine[RUNTIME], job.engine[IMAGES]
+    request = cc.parse_create(job.params.body)
+    ref = str(request.config.get("Image") or "")
+    if not ref:
+        raise InvalidArgument("Config.Image: an image is required")
+    try:
+        image = await asyncio.to_thread(images.resolve, ref)
+    except NotFound:
+        raise NotFound(f"No such image: {ref}") from None
+    config = cc.merge_image(request.config, image.json().get("config") or {})  # type: ignore[arg-type]
+    name = cc.check_name(job.params.name) if job.params.name else ""
+    name = name or cc.random_name(rt.store.name_taken)
+    id = secrets.token_hex(32)
+    await asyncio.to_thread(rt.store.reserve, id, name, image.id, time.time())
+    try:
+        container = await asyncio.to_thread(
+            _make, job.engine, rt, id, name, image.id, image.layers[-1] if image.layers else "",
+            config, request.host_config,
+        )  # fmt: skip
+    except BaseException:
+        await asyncio.to_thread(_undo_create, job.engine, rt, id)
+        raise
+    rt.add(container)
+    job.emit({"Id": id, "Warnings": []})
+
+
+def _make(
+    engine: Engine, rt: Runtime, id: str, name: str, image: str, top: str,
+    config: dict[str, Any], host_config: dict[str, Any],
+) -> Container:  # fmt: skip
+    graph, volumes = engine[GRAPH_DRIVER], engine[VOLUMES]
+    graph.create(f"{id}-init", top)
+    initlayer.populate(graph, f"{id}-init")
+    graph.create(id, f"{id}-init")
+    plans = cc.plan_mounts(config, host_config, volumes_from=lambda ref: rt.get(ref).mounts)
+    sources: list[str] = []
+    named: list[tuple[str, str]] = []
+    for plan in plans:
+        if plan.type == "volume":
+            volume = volumes.create(plan.source)
+            sources.append(volume.mountpoint)
+            named.append((volume.name, plan.destination))
+        else:
+            sources.append(plan.source)
+    mounts = cc.docker_mounts(plans, sources, [n for n, _ in named])
+    entrypoint = list(config.get("Entrypoint") or [])
+    command = entrypoint + list(config.get("Cmd") or [])
+    container = Container(
+        id=id, name=name, image=image, created=now_rfc3339(), config=config,
+        host_config=host_config, path=command[0], args=command[1:], driver=graph.name,
+        mounts=mounts,
+    )  # fmt: skip
+    rt.store.set_volumes(id, named)
+    _write_network_files(rt, container)
+    rt.store.save(container)
+    return container
+
+
+def _write_network_files(rt: Runtime, container: Container) -> None:
+    bundle = rt.store.dir(container.id)
+    hostname = cc.hostname_for(container.id, container.config, container.host_config)
+    host_config = container.host_config
+    write_text(bundle / "hostname", hostname + "\n")
+    write_text(
+        bundle / "hosts",
+        cc.hosts_file(hostname, str(container.config.get("Domainname") or ""),
+                      host_config.get("ExtraHosts") or []),
+    )  # fmt: skip
+    try:
+        host_resolv = Path("/etc/resolv.conf").read_text()
+    except OSError:
+        host_resolv = ""
+    write_text(
+        bundle / "resolv.conf",
+        cc.resolv_conf(host_resolv, host_config.get("Dns") or [],
+                       host_config.get("DnsSearch") or [], host_config.get("DnsOptions") or [],
+                       host_config.get("NetworkMode") == "host"),
+    )  # fmt: skip
+
+
+def _undo_create(engine: Engine, rt: Runtime, id: str) -> None:
+    graph = engine[GRAPH_DRIVER]
+    for layer in (id, f"{id}-init"):
+        with contextlib.suppress(EngineError, OSError):
+            if graph.exists(layer):
+                graph.remove(layer)
+    rt.store.forget(id)
+
+
+async def remove_volumes(volumes: Any, container: Container) -> None:
+    """Remove the anonymous volumes of a removed container (``rm -v``); named ones stay."""
+    for mount in container.mounts:
+        if mount.get("Type") != "volume" or not mount.get("Name"):
+            continue
+        with contextlib.suppress(EngineError, OSError):
+            volume = await asyncio.to_thread(volumes.get, mount["Name"])
+            if volume.anonymous:
+                await asyncio.to_thread(volumes.remove, volume.name)
+
+
+async def start_container(rt: Runtime, container: Container, *, restarting: bool = False) -> bool:
+    """Start a container (the runtime's ``starter``); False if it was running already."""
+    live = rt.live[container.id]
+    async with live.lock:
+        state = container.state
+        if live.removed:
+            raise NotFound(f"No such container: {container.id}")
+        if state.running and not (restarting and state.restarting):
+            return False
+        pending = rt.take_attachments(container.id)
+        try:
+            rootfs = await asyncio.to_thread(rt.hold_rootfs, container)
+            spec = cc.build_spec(
+                id=container.id,
+                config=container.config,
+                host_config=container.host_config,
+                rootfs=rootfs,
+                bundle=str(rt.store.dir(container.id)),
+                run_dir=str(rt.run_dir(container.id)),
+                mounts=cc.spec_mounts(container.mounts, container.host_config),
+                held_caps=held_capabilities(),
+            )
+            if not spec.cgroup_parent and rt.cgroup_parent:
+                spec = dataclasses.replace(spec, cgroup_parent=rt.cgroup_parent)
+            started, watch = await rt.execdriver.start(spec, [p for p, _ in pending])
+        except BaseException as exc:
+            await asyncio.to_thread(rt.release_rootfs, container)
+            state.error = str(exc)
+            state.exit_code = _start_exit_code(str(exc))
+            state.running = state.restarting = False
+            state.status = "exited" if container.started_before else "created"
+            await rt.save(container)
+            raise
+        finally:
+            rt.close_pending(pending)
+        state.running, state.paused, state.restarting = True, False, False
+        state.status = "running"
+        state.pid = started.pid
+        state.exit_code = 0
+        state.error = ""
+        state.oom_killed = False
+        state.started_at = now_rfc3339(started.started)
+        state.monitor = started.state
+        container.started_before = True
+        if not restarting:
+            container.manually_stopped = False
+        await rt.save(container)
+        rt.running(container, watch)
+    return True
+
+
+def _start_exit_code(message: str) -> int:
+    if "executable file not found" in message or "no such file or directory" in message:
+        return 127
+    if "permission denied" in message:
+        return 126
+    return 128
+
+
+async def start(job: Job[Any]) -> None:
+    """Start a container; emit ``{"started": bool}`` (false: it was running already)."""
+    rt = job.engine[RUNTIME]
+    container = rt.get(job.args[0])
+    job.emit({"started": await start_container(rt, container)})
+
+
+@dataclass(frozen=True, slots=True)
+class StopParams:
+    t: int | None = field(default=None, metadata={"doc": "seconds before SIGKILL (default 10)"})
+    signal: str = field(default="", metadata={"doc": "signal to stop with (default StopSignal)"})
+
+
+def _stop_args(container: Container, p: StopParams) -> tuple[int, float]:
+    signum = parse_signal(p.signal or container.config.get("StopSignal") or "SIGTERM")
+    timeout = p.t if p.t is not None else container.config.get("StopTimeout")
+    return signum, float(10 if timeout is None else timeout)
+
+
+async def stop(job: Job[StopParams]) -> None:
+    """Stop a container: its stop signal, then SIGKILL after ``t`` seconds."""
+    rt = job.engine[RUNTIME]
+    container = rt.get(job.args[0])
+    signum, timeout = _stop_args(container, job.params)
+    job.emit({"stopped": await rt.stop(container, signum, timeout)})
+
+
+async def restart(job: Job[StopParams]) -> None:
+    """Stop (if running) and start a container."""
+    rt = job.engine[RUNTIME]
+    container = rt.get(job.args[0])
+    signum, timeout = _stop_args(container, job.params)
+    await rt.stop(container, signum, timeout)
+    await start_container(rt, container)
+    container.restart_count = 0
+
+
+@dataclass(frozen=True, slots=True)
+class KillParams:
+    signal: str = field(default="KILL", metadata={"doc": "signal name or number"})
+
+
+async def kill(job: Job[KillParams]) -> None:
+    """Send a signal to a running container."""
+    rt = job.engine[RUNTIME]
+    container = rt.get(job.args[0])
+    signum = parse_signal(job.params.signal)
+    if signum in (signals.SIGKILL, parse_signal(container.config.get("StopSignal") or "TERM")):
+        container.manually_stopped = True
+    await rt.kill(container, signum, stopping=signum == signals.SIGKILL)
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteParams:
+    force: bool = field(default=False, metadata={"doc": "kill a running container first"})
+    v: bool = field(default=False, metadata={"doc": "remove its anonymous volumes too"})
+    link: bool = field(default=False, metadata={"doc": "remove a link, not the container"})
+
+
+async def container_delete(job: Job[DeleteParams]) -> None:
+    """Remove a container (``docker rm``)."""
+    if job.params.link:
+        raise NotFound(
+            f"Conflict, cannot remove the default link name of the container: {job.args[0]}"
+        )
+    rt = job.engine[RUNTIME]
+    container = rt.get(job.args[0])
+    await rt.remove(container, force=job.params.force, volumes=job.params.v)
+
+
+async def pause(job: Job[Any]) -> None:
+    """Freeze every process of a running container."""
+    rt = job.engine[RUNTIME]
+    container = rt.get(job.args[0])
+    async with rt.live[container.id].lock:
+        state = container.state
+        if not state.running or state.restarting:
+            raise FailedPrecondition(f"Container {container.id} is not running")
+        if state.paused:
+            raise FailedPrecondition(f"Container {container.id} is already paused")
+        await asyncio.to_thread(rt.execdriver.pause, state.monitor)
+        state.paused, state.status = True, "paused"
+        await rt.save(container)
+
+
+async def unpause(job: Job[Any]) -> None:
+    """Thaw a paused container."""
+    rt = job.engine[RUNTIME]
+    container = rt.get(job.args[0])
+    async with rt.live[container.id].lock:
+        state = container.state
+        if not state.paused:
+            raise FailedPrecondition(f"Container {container.id} is not paused")
+        await asyncio.to_thread(rt.execdriver.resume, state.monitor)
+        state.paused, state.status = False, "running"
+        await rt.save(container)
+
+
+@dataclass(frozen=True, slots=True)
+class WaitParams:
+    condition: str = field(
+        default="not-running", metadata={"doc": "not-running, next-exit or removed"}
+    )
+
+
+async def wait(job: Job[WaitParams]) -> None:
+    """Wait for a container; emit ``{"StatusCode", "Error"}`` as Docker's wait."""
+    condition = job.params.condition or "not-running"
+    if condition not in ("not-running", "next-exit", "removed"):
+        raise InvalidArgument(f"condition: invalid condition: {condition!r}")
+    rt = job.engine[RUNTIME]
+    container = rt.get(job.args[0])
+    job.emit({"waiting": True})
+    await rt.wait(container, condition)
+    error = container.state.error
+    job.emit({"StatusCode": container.state.exit_code,
+              "Error": {"Message": error} if error else None})  # fmt: skip
+
+
+async def rename(job: Job[Any]) -> None:
+    """Rename a container (the name graph keeps its links)."""
+    rt = job.engine[RUNTIME]
+    container = rt.get(job.args[0])
+    new = cc.check_name(job.args[1])
+    if new == container.name:
+        raise InvalidArgument("Renaming a container with the same name as its current name")
+    await asyncio.to_thread(rt.store.rename, container.id, container.name, new)
+    container.name = new
+    await rt.save(container)
+
+
+async def update(job: Job[CreateParams]) -> None:
+    """Change the resources (and restart policy) of a container; emit ``{"Warnings"}``."""
+    rt = job.engine[RUNTIME]
+    container = rt.get(job.args[0])
+    changes = cc.parse_update(job.params.body, container.host_config)
+    async with rt.live[container.id].lock:
+        if container.state.running:
+            resources = cc.build_resources({**container.host_config, **changes})
+            await asyncio.to_thread(rt.execdriver.update, container.state.monitor, resources)
+        container.host_config.update(changes)
+        await rt.save(container)
+    job.emit({"Warnings": []})
+
+
+def install(engine: Engine) -> None:
+    """Register the lifecycle jobs."""
+    one = ArgSpec(("container",))
+    engine.register("create", create, params=CreateParams)
+    engine.register("start", start, args=one)
+    engine.register("stop", stop, params=StopParams, args=one)
+    engine.register("restart", restart, params=StopParams, args=one)
+    engine.register("kill", kill, params=KillParams, args=one)
+    engine.register("container_delete", container_delete, params=DeleteParams, args=one)
+    engine.register("pause", pause, args=one)
+    engine.register("unpause", unpause, args=one)
+    engine.register("wait", wait, params=WaitParams, args=one)
+    engine.register("rename", rename, args=ArgSpec(("container", "name")))
+    engine.register("update", update, params=CreateParams, args=one)
