@@ -42,3 +42,14 @@ step "$DOCKYARD" images
 step "$DOCKYARD" images --tree
 step "$DOCKYARD" history busybox
 step "$DOCKYARD" jobs history -n 5
+# Containers: one in the background, looked at, entered, stopped and removed.
+"$DOCKYARD" rm -f demo-web >/dev/null 2>&1 || true
+step "$DOCKYARD" run -d --name demo-web busybox sh -c 'i=0; while true; do echo "tick $i"; i=$((i+1)); sleep 0.5; done'
+sleep 1.2
+step "$DOCKYARD" ps
+step "$DOCKYARD" logs --tail 2 demo-web
+step "$DOCKYARD" exec demo-web sh -c 'echo "pid $$ in $(hostname)"; grep CapEff /proc/self/status'
+step "$DOCKYARD" top demo-web
+step "$DOCKYARD" stop -t 1 demo-web
+step "$DOCKYARD" rm demo-web
+step "$DOCKYARD" run --rm busybox echo hello from dockyard

@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any, Final
 
 from engine import ArgSpec, Engine, Job
-from engine.errors import FailedPrecondition, InvalidArgument
+from engine.errors import FailedPrecondition, InvalidArgument, Unavailable
 from graph.images import Image, ImageStore
 from graph.layers import LayerStore
 from graph.reference import familiar_name, is_full_id, parse, with_default_tag
@@ -210,13 +210,19 @@ class DeleteParams:
 
 async def image_delete(job: Job[DeleteParams]) -> None:
     """Untag and delete an image; emit {"Untagged": name} and {"Deleted": id} records."""
-    runtime = job.engine[RUNTIME]
+    try:
+        users_of = job.engine[RUNTIME].store.users_of
+    except Unavailable:  # an engine without containers (a tool, a test): no image is in use
+        users_of = _no_users
     rows = await asyncio.to_thread(
-        _delete, job.engine[IMAGES], job.engine[LAYERS], job.args[0], job.params,
-        runtime.store.users_of,
-    )  # fmt: skip
+        _delete, job.engine[IMAGES], job.engine[LAYERS], job.args[0], job.params, users_of
+    )
     for row in rows:
         job.emit(row)
+
+
+def _no_users(image: str) -> list[str]:
+    return []
 
 
 def _delete(

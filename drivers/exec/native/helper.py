@@ -6,13 +6,13 @@ costs ~0.1 s. So the daemon starts this helper once (``python -m drivers.exec.na
 SOCKET``) in its own session: it imports everything a container start needs, freezes its heap
 (``gc.freeze``) so that forks share it, and serves requests on a unix socket (mode 0600):
 
-- ``start``: fork twice; the grandchild becomes the container's monitor (``monitor.run``) and
-  answers the daemon on the same connection. The helper does not wait for it.
+- ``start``: fork; the child becomes the container's monitor (``monitor.run``) and answers
+  the daemon on the same connection. The helper does not wait for it.
 - ``exec``: fork a process that joins the container's namespaces and cgroup, forks the exec'd
   process inside them, and reports its pid and exit code on the connection (``execproc``).
 - ``quit``: exit (the daemon replaces its helper at every start).
 
-The helper outlives a killed daemon; monitors outlive both.
+The helper ends with its daemon; the monitors outlive both.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import socket
 import sys
 from typing import Any
 
-from drivers.exec.native import execproc, monitor, protocol
+from drivers.exec.native import cgroups, execproc, linux, monitor, protocol
 from drivers.exec.spec import ContainerSpec, ExecSpec, from_json
 
 
@@ -43,6 +43,7 @@ def serve(path: str) -> None:
     finally:
         os.umask(old)
     listener.listen(64)
+    monitor.HIERARCHY = cgroups.Hierarchy.detect()  # read once here, shared by every monitor
     gc.collect()
     gc.freeze()  # keep the imported heap shared with every forked monitor
     print("ready", flush=True)
@@ -78,11 +79,12 @@ def _fork(
         attach = request.get("attach") or []
         if len(attach) != len(fds):
             raise ValueError("one fd per attached stream expected")
+        # One fork, not two: an intermediate process would dirty pages that the monitor would
+        # then own alone. The kernel reaps the monitor (SIGCHLD is ignored here), and when the
+        # helper ends the monitor is adopted by init.
         pid = os.fork()
         if pid == 0:
             _child_reset(listener)
-            if os.fork() != 0:
-                os._exit(0)
             monitor.run(conn, spec, list(zip(attach, fds, strict=True)))
     elif op == "exec":
         spec = from_json(ExecSpec, request["spec"])
@@ -108,10 +110,15 @@ def main() -> None:
     if len(sys.argv) != 2:
         sys.exit("usage: python -m drivers.exec.native.helper SOCKET")
     # Everything a monitor or a container process needs, imported before any fork.
-    from drivers.exec.native import cgroups, init, rootfs, security  # noqa: F401
+    from drivers.exec.native import init, rootfs, security  # noqa: F401
     from drivers.logging import jsonfile  # noqa: F401
 
     os.chdir("/")
+    # The helper holds no state of its own: it ends with the daemon that started it (the next
+    # daemon starts its own), while the monitors it forked live on.
+    linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() == 1:
+        sys.exit("the daemon that started the helper is gone")
     serve(sys.argv[1])
 
 

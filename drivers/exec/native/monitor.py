@@ -1,7 +1,7 @@
 """A container's monitor: the process that starts the container and stays with it until it ends.
 
-The forking helper forks twice to make a monitor, so the monitor belongs to no daemon process
-and survives a daemon that is killed. The monitor:
+The forking helper forks a monitor in its own session, so the monitor belongs to no daemon
+process and survives a daemon (and helper) that is killed. The monitor:
 
 1. becomes a session leader and a child subreaper, opens the container's stdio (pipes, or a pty
    for ``-t``), creates its cgroup, and ``unshare(CLONE_NEWPID)`` so its one child is PID 1;
@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import gc
 import os
 import selectors
 import signal
@@ -37,8 +38,9 @@ import orjson
 from drivers.exec.native import linux, protocol
 from drivers.exec.spec import ContainerSpec, Exit
 
+HIERARCHY: Any = None  # the cgroup hierarchy, detected once by the helper before it forks
 DRAIN_AFTER_EXIT = 2.0  # seconds to keep reading output held open by leftover processes
-READ_SIZE = 64 << 10
+READ_SIZE = 16 << 10
 
 
 @dataclass
@@ -104,6 +106,7 @@ class Monitor:
     # -- start ---------------------------------------------------------------------------------
 
     def main(self) -> None:
+        gc.disable()  # a collection would touch, and so copy, the heap shared with the helper
         os.setsid()
         linux.prctl(linux.PR_SET_CHILD_SUBREAPER, 1)
         for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGPIPE):
@@ -413,7 +416,7 @@ def _client(sock: socket.socket, options: dict[str, Any]) -> Client:
 def _new_cgroup(spec: ContainerSpec) -> Any:
     from drivers.exec.native import cgroups
 
-    cgroup = cgroups.Cgroup.for_container(spec.id, spec.cgroup_parent)
+    cgroup = cgroups.Cgroup.for_container(spec.id, spec.cgroup_parent, HIERARCHY)
     cgroup.create(spec.resources, spec.device_rules)
     return cgroup
 

@@ -14,7 +14,9 @@ naming the step and path, so a caller can report ``str(exc)`` as it is.
 
 from __future__ import annotations
 
+import ctypes
 import os
+import platform
 import resource
 import signal
 import stat
@@ -381,6 +383,11 @@ def _wanted_caps(names: Iterable[str], privileged: bool) -> int:
     return want
 
 
+_RESERVED_SIGNALS: Final = (32, 33)
+_RT_SIGACTION: Final = {"x86_64": 13, "aarch64": 134}.get(platform.machine(), 13)
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
 def _reset_signals() -> None:
     for sig in signal.valid_signals():
         if sig in (signal.SIGKILL, signal.SIGSTOP):
@@ -389,7 +396,12 @@ def _reset_signals() -> None:
             if signal.getsignal(sig) == signal.SIG_IGN:
                 signal.signal(sig, signal.SIG_DFL)
         except (OSError, ValueError):
-            pass  # signals the runtime reserves
+            pass
+    # glibc reserves 32 and 33 and refuses to touch them, but a parent may have left them
+    # ignored: the raw syscall sets them back to the default (an all-zero kernel sigaction).
+    default = ctypes.create_string_buffer(32)
+    for reserved in _RESERVED_SIGNALS:
+        _libc.syscall(_RT_SIGACTION, reserved, default, None, 8)
     signal.pthread_sigmask(signal.SIG_SETMASK, ())
 
 
