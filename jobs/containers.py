@@ -18,7 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from engine import ArgSpec, Engine, Job
-from engine.errors import EngineError, FailedPrecondition, InvalidArgument, NotFound
+from engine.errors import (
+    EngineError,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    NotSupported,
+)
 from graph import initlayer
 from graph.containers import Container, write_text
 from jobs import containerconfig as cc
@@ -282,9 +288,7 @@ class DeleteParams:
 async def container_delete(job: Job[DeleteParams]) -> None:
     """Remove a container (``docker rm``)."""
     if job.params.link:
-        raise NotFound(
-            f"Conflict, cannot remove the default link name of the container: {job.args[0]}"
-        )
+        raise NotSupported("link: links between containers arrive with the bridge network")
     rt = job.engine[RUNTIME]
     container = rt.get(job.args[0])
     await rt.remove(container, force=job.params.force, volumes=job.params.v)
