@@ -124,7 +124,7 @@ remove_cgroups() {
   while IFS= read -r top; do
     find "$top" -depth -type d -exec rmdir {} \; 2>/dev/null || true
     if [ -d "$top" ]; then say "warning: cgroup $top is still there"; fi
-  done < <(find /sys/fs/cgroup -maxdepth 3 -type d -name "$CGROUP_PARENT" 2>/dev/null)
+  done < <(find /sys/fs/cgroup -maxdepth 8 -type d -name "$CGROUP_PARENT" 2>/dev/null)
 }
 
 stop_dockyard() {
