@@ -174,6 +174,17 @@ class Client:
                 yield orjson.loads(line)
 
 
+def filters(items: tuple[str, ...]) -> str:
+    """``-f key=value`` items as Docker's filters JSON (``{"key": {"value": true}}``)."""
+    wanted: dict[str, dict[str, bool]] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise InvalidArgument(f"filter: bad format of filter (expected name=value): {item}")
+        wanted.setdefault(key, {})[value] = True
+    return orjson.dumps(wanted).decode()
+
+
 def _error(response: http.client.HTTPResponse) -> EngineError:
     raw = response.read()
     try:

@@ -23,6 +23,7 @@ import orjson
 from cli import render, runflags
 from cli.attach import open_hijack, pump, raw_terminal, terminal_size
 from cli.client import Client
+from cli.client import filters as encode_filters
 from engine.errors import EngineError, InvalidArgument, NotFound
 
 pass_client = click.make_pass_decorator(Client)
@@ -103,10 +104,8 @@ def _run(client: Client, options: dict[str, Any], image: str, command: tuple[str
         _start(client, id)
     except EngineError as exc:
         sock.close()
-        message = str(exc)
-        code = 127 if "not found" in message else 126 if "permission denied" in message else 125
-        click.echo(f"dockyard: Error response from daemon: {message}", err=True)
-        sys.exit(code)
+        click.echo(f"dockyard: Error response from daemon: {exc}", err=True)
+        sys.exit(_start_failure_status(client, id))
     if tty:
         _resize(client, _c(id, "/resize"))
     with raw_terminal(tty and interactive):
@@ -120,6 +119,18 @@ def _run(client: Client, options: dict[str, Any], image: str, command: tuple[str
         click.echo(f"dockyard: {error.get('Message')}", err=True)
         sys.exit(125)
     sys.exit(int(waiter.result.get("StatusCode", 0)))
+
+
+def _start_failure_status(client: Client, id: str) -> int:
+    """docker run's status when the start failed: the container's own exit code when the
+    command could not be run (127 not found, 126 not executable), else 125."""
+    try:
+        info = client.get(_c(id, "/json"))
+    except EngineError:
+        return 125  # removed already (--rm)
+    assert isinstance(info, dict)
+    code = int(info["State"]["ExitCode"])
+    return code if code in (126, 127) else 125
 
 
 def _start(client: Client, id: str) -> None:
@@ -301,19 +312,13 @@ def ps(client: Client, all_: bool, quiet: bool, filters: tuple[str, ...], last: 
 
     Example: dockyard ps -a --filter status=exited
     """
-    grouped: dict[str, list[str]] = {}
-    for item in filters:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise InvalidArgument(f"filter: bad format of filter (expected name=value): {item}")
-        grouped.setdefault(key, []).append(value)
     query: dict[str, object] = {"all": int(all_), "size": int(size)}
     if latest:
         last = 1
     if last > 0:
         query["limit"] = last
-    if grouped:
-        query["filters"] = orjson.dumps(grouped).decode()
+    if filters:
+        query["filters"] = encode_filters(filters)
     rows = client.get("/containers/json", **query)
     assert isinstance(rows, list)
     if quiet:

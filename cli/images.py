@@ -13,6 +13,7 @@ import orjson
 
 from cli import render
 from cli.client import Client
+from cli.client import filters as encode_filters
 from engine.errors import InvalidArgument, NotFound
 
 pass_client = click.make_pass_decorator(Client)
@@ -90,13 +91,7 @@ def images(client: Client, all_: bool, quiet: bool, filters: tuple[str, ...], tr
         return _tree(cast(list[dict[str, Any]], client.get("/graph/tree")))
     if viz:
         return click.echo(cast(dict[str, str], client.get("/graph/viz", format=fmt))[fmt], nl=False)
-    wanted: dict[str, list[str]] = {}
-    for item in filters:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise InvalidArgument(f"filter: {item!r} is not key=value")
-        wanted.setdefault(key, []).append(value)
-    query = {"all": str(all_).lower(), "filters": orjson.dumps(wanted).decode()}
+    query = {"all": str(all_).lower(), "filters": encode_filters(filters)}
     rows = cast(list[dict[str, Any]], client.get("/images/json", **query))
     if as_json:
         return render.json_lines(rows)

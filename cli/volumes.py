@@ -9,7 +9,7 @@ import click
 import orjson
 
 from cli import render
-from cli.client import Client
+from cli.client import Client, filters
 from engine.errors import EngineError, InvalidArgument
 
 pass_client = click.make_pass_decorator(Client)
@@ -24,17 +24,6 @@ def key_values(items: tuple[str, ...], flag: str) -> dict[str, str]:
             raise InvalidArgument(f"{flag}: {item!r} has no key")
         out[key] = value
     return out
-
-
-def filters(items: tuple[str, ...]) -> str:
-    """``-f key=value`` items as Docker's filters JSON (``{"key": {"value": true}}``)."""
-    wanted: dict[str, dict[str, bool]] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise InvalidArgument(f"filter: bad format of filter (expected name=value): {item}")
-        wanted.setdefault(key, {})[value] = True
-    return orjson.dumps(wanted).decode()
 
 
 def _path(name: str) -> str:

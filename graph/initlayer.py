@@ -11,7 +11,6 @@ inside the root anyway. Everything is created through ``RootDir``, inside the la
 from __future__ import annotations
 
 import os
-import stat
 from typing import Final
 
 from drivers.graph import GraphDriver
@@ -37,11 +36,8 @@ def populate(driver: GraphDriver, layer: str) -> None:
 def _ensure(rootdir: RootDir, rel: str, *, directory: bool) -> None:
     parent, _, name = rel.rpartition("/")
     with rootdir.makedirs(parent, entry=rel) as pfd:
-        st = RootDir.lstat(pfd, name)
-        if st is not None:
-            if stat.S_ISLNK(st.st_mode) or stat.S_ISDIR(st.st_mode) != directory:
-                return  # the image's own entry; mounts resolve it inside the root
-            return
+        if RootDir.lstat(pfd, name) is not None:
+            return  # the image's own entry, whatever it is: mounts resolve it inside the root
         if directory:
             os.mkdir(name, 0o755, dir_fd=pfd.fileno())
         else:

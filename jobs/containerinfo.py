@@ -15,7 +15,7 @@ from engine import ArgSpec, Engine, Job
 from engine.errors import FailedPrecondition, InvalidArgument
 from graph.containers import Container
 from jobs.images import unix_time
-from jobs.runtime import Runtime
+from jobs.runtime import Runtime, now_rfc3339
 from jobs.services import GRAPH_DRIVER, IMAGES, RUNTIME
 
 FILTERS: Final = frozenset(
@@ -281,9 +281,9 @@ async def stats(job: Job[StatsParams]) -> None:
     c = rt.get(job.args[0])
     previous: dict[str, Any] = {}
     while True:
-        record = {"read": _now(), "preread": previous.get("read", "0001-01-01T00:00:00Z"),
+        record = {"read": now_rfc3339(), "preread": previous.get("read", "0001-01-01T00:00:00Z"),
                   "name": "/" + c.name, "id": c.id, "num_procs": 0}  # fmt: skip
-        if c.state.running and rt.live.get(c.id, None) is not None:
+        if c.state.running:
             record.update(await asyncio.to_thread(rt.execdriver.stats, c.state.monitor))
         else:
             record.update({"memory_stats": {}, "cpu_stats": {}, "pids_stats": {},
@@ -295,12 +295,6 @@ async def stats(job: Job[StatsParams]) -> None:
         if not job.params.stream or not c.state.running:
             return
         await asyncio.sleep(1.0)
-
-
-def _now() -> str:
-    from jobs.runtime import now_rfc3339
-
-    return now_rfc3339()
 
 
 async def changes(job: Job[Any]) -> None:

@@ -32,31 +32,6 @@ from jobs.runtime import Runtime, now_rfc3339
 from jobs.services import GRAPH_DRIVER, IMAGES, RUNTIME, VOLUMES
 
 
-def parse_signal(value: str | int, field_: str = "signal") -> int:
-    """A signal by number or name (``KILL``, ``SIGKILL``, ``9``); InvalidArgument otherwise."""
-    text = str(value).strip()
-    if text.isdigit():
-        number = int(text)
-        if 0 < number < signals.NSIG:
-            return number
-    else:
-        name = text.upper()
-        name = name if name.startswith("SIG") else f"SIG{name}"
-        try:
-            return int(signals.Signals[name])
-        except KeyError:
-            pass
-    raise InvalidArgument(f"{field_}: invalid signal: {value}")
-
-
-def held_capabilities() -> int:
-    """The daemon's bounding set, from /proc/self/status."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("CapBnd:"):
-            return int(line.split()[1], 16)
-    return 0
-
-
 @dataclass(frozen=True, slots=True)
 class CreateParams:
     body: dict[str, object] = field(
@@ -187,7 +162,7 @@ async def start_container(rt: Runtime, container: Container, *, restarting: bool
                 bundle=str(rt.store.dir(container.id)),
                 run_dir=str(rt.run_dir(container.id)),
                 mounts=cc.spec_mounts(container.mounts, container.host_config),
-                held_caps=held_capabilities(),
+                held_caps=rt.held_caps,
             )
             if not spec.cgroup_parent and rt.cgroup_parent:
                 spec = dataclasses.replace(spec, cgroup_parent=rt.cgroup_parent)
@@ -195,7 +170,7 @@ async def start_container(rt: Runtime, container: Container, *, restarting: bool
         except BaseException as exc:
             await asyncio.to_thread(rt.release_rootfs, container)
             state.error = str(exc)
-            state.exit_code = _start_exit_code(str(exc))
+            state.exit_code = getattr(exc, "exit_code", 128)
             state.running = state.restarting = False
             state.status = "exited" if container.started_before else "created"
             await rt.save(container)
@@ -218,14 +193,6 @@ async def start_container(rt: Runtime, container: Container, *, restarting: bool
     return True
 
 
-def _start_exit_code(message: str) -> int:
-    if "executable file not found" in message or "no such file or directory" in message:
-        return 127
-    if "permission denied" in message:
-        return 126
-    return 128
-
-
 async def start(job: Job[Any]) -> None:
     """Start a container; emit ``{"started": bool}`` (false: it was running already)."""
     rt = job.engine[RUNTIME]
@@ -240,7 +207,7 @@ class StopParams:
 
 
 def _stop_args(container: Container, p: StopParams) -> tuple[int, float]:
-    signum = parse_signal(p.signal or container.config.get("StopSignal") or "SIGTERM")
+    signum = cc.signal_number(p.signal or container.config.get("StopSignal") or "SIGTERM")
     timeout = p.t if p.t is not None else container.config.get("StopTimeout")
     return signum, float(10 if timeout is None else timeout)
 
@@ -272,8 +239,9 @@ async def kill(job: Job[KillParams]) -> None:
     """Send a signal to a running container."""
     rt = job.engine[RUNTIME]
     container = rt.get(job.args[0])
-    signum = parse_signal(job.params.signal)
-    if signum in (signals.SIGKILL, parse_signal(container.config.get("StopSignal") or "TERM")):
+    signum = cc.signal_number(job.params.signal)
+    stop_signal = cc.signal_number(str(container.config.get("StopSignal") or "TERM"))
+    if signum in (signals.SIGKILL, stop_signal):
         container.manually_stopped = True
     await rt.kill(container, signum, stopping=signum == signals.SIGKILL)
 

@@ -23,7 +23,6 @@ from engine import ArgSpec, Engine, Job
 from engine.errors import FailedPrecondition, InvalidArgument, NotFound
 from jobs import containerconfig as cc
 from jobs.containerio import mux
-from jobs.containers import held_capabilities
 from jobs.runtime import Runtime
 from jobs.services import RUNTIME
 
@@ -47,12 +46,8 @@ class ExecInstance:
     task: asyncio.Future[None] | None = None  # a detached exec's waiter
 
 
-def _execs(rt: Runtime) -> dict[str, ExecInstance]:
-    return rt.execs
-
-
 def _find(rt: Runtime, id: str) -> ExecInstance:
-    instance = _execs(rt).get(id)
+    instance = rt.execs.get(id)
     if instance is None:
         raise NotFound(f"No such exec instance: {id}")
     return instance
@@ -71,9 +66,9 @@ async def exec_create(job: Job[ExecCreateParams]) -> None:
         raise FailedPrecondition(f"Container {c.id} is not running")
     if c.state.paused:
         raise FailedPrecondition(f"Container {c.id} is paused, unpause the container before exec")
-    process = cc.exec_process(job.params.body, c.config, c.host_config, held_capabilities())
+    process = cc.exec_process(job.params.body, c.config, c.host_config, rt.held_caps)
     id = secrets.token_hex(32)
-    _execs(rt)[id] = ExecInstance(id, c.id, process, dict(job.params.body))
+    rt.execs[id] = ExecInstance(id, c.id, process, dict(job.params.body))
     job.emit({"Id": id})
 
 

@@ -16,31 +16,12 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Final
 
-from drivers.exec.spec import Resources
+from drivers.exec.spec import ULIMITS, Resources
 from jobs.jsonfields import INT64_MAX, Fields, invalid, unsupported
 
 MIN_MEMORY: Final = 6 * 1024 * 1024
 MAX_CPUS: Final = 8192  # moby's bound on a cpuset list (CVE-2018-20699)
 CFS_PERIOD: Final = 100_000  # µs; the period NanoCpus are expressed in
-ULIMITS: Final = frozenset(
-    {
-        "core",
-        "cpu",
-        "data",
-        "fsize",
-        "locks",
-        "memlock",
-        "msgqueue",
-        "nice",
-        "nofile",
-        "nproc",
-        "rss",
-        "rtprio",
-        "rttime",
-        "sigpending",
-        "stack",
-    }
-)
 _NUMBER: Final = re.compile(r"[0-9]{1,9}")  # longer is beyond MAX_CPUS anyway
 _DEVICE_RULE: Final = re.compile(r"([acb]) ([0-9]+|\*):([0-9]+|\*) ([rwm]{1,3})")
 _UNSUPPORTED_LISTS: Final = (

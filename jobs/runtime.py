@@ -29,7 +29,7 @@ from typing import Any
 
 from drivers.exec.base import AttachRequest, ExecDriver, Watch
 from drivers.exec.native.protocol import Connection
-from drivers.exec.spec import Exit
+from drivers.exec.spec import Exit, held_capabilities
 from drivers.graph import GraphDriver
 from engine.errors import FailedPrecondition, InvalidArgument, NotFound
 from graph.containers import Container, ContainerStore, not_found
@@ -76,7 +76,9 @@ class Runtime:
         self.broken: dict[str, str] = {}
         self.changed = asyncio.Condition()
         self.starter: Any = None  # set by jobs.containers: builds the spec and starts
+        self.on_remove_volumes: Any = None  # set by the daemon: removes anonymous volumes
         self.cgroup_parent = ""  # the daemon's --cgroup-parent
+        self.held_caps = held_capabilities()  # read once: what --privileged can grant
         self.execs: dict[str, Any] = {}  # exec instances (jobs.execs)
 
     # -- lookup --------------------------------------------------------------------------------
@@ -330,8 +332,6 @@ class Runtime:
                 await self.on_remove_volumes(container)
         await self.notify()
 
-    on_remove_volumes: Any = None
-
     def _remove_files(self, container: Container) -> None:
         self.release_rootfs(container)
         for layer in (container.id, f"{container.id}-init"):
@@ -412,7 +412,5 @@ class Runtime:
         for container in self.containers.values():
             live = self.live[container.id]
             if live.rootfs_held and container.state.running:
-                forget = getattr(self.graph, "forget", None)
-                if forget is not None:
-                    forget(container.id)
+                self.graph.forget(container.id)
                 live.rootfs_held = False

@@ -18,47 +18,32 @@ from aiohttp import web
 from engine import Job
 from engine.errors import InvalidArgument
 from server import render
-from server.hijack import _content_type, hijack
-from server.render import _raise_failure, _settle, json_response
-from server.routes import Binder, Bound, Route, json_body, path_args, query, with_path
+from server.hijack import content_type, hijack
+from server.render import collect, raise_failure, settle
+from server.routes import (
+    Binder,
+    Bound,
+    Route,
+    body_fields,
+    created_one,
+    json_body,
+    path_args,
+    query,
+    with_path,
+)
 
 
-def create_body() -> Binder:
-    """Bind ``POST /containers/create?name=`` with its JSON body as the ``body`` param."""
+def whole_body(*query_names: str) -> Binder:
+    """Bind the JSON body as the ``body`` param (Docker's create, update and exec bodies), plus
+    the query keys *query_names* as params."""
 
     async def bind(request: web.Request) -> Bound:
         body = await json_body(request)
         if not isinstance(body, Mapping):
             raise InvalidArgument("body: expected a JSON object")
         params: dict[str, object] = {"body": dict(body)}
-        if request.query.get("name"):
-            params["name"] = request.query["name"]
+        params.update((k, request.query[k]) for k in query_names if request.query.get(k))
         return (), params
-
-    return bind
-
-
-def path_body(name: str) -> Binder:
-    """Bind the path variable *name* as the arg and the JSON body as the ``body`` param."""
-
-    async def bind(request: web.Request) -> Bound:
-        body = await json_body(request)
-        if not isinstance(body, Mapping):
-            raise InvalidArgument("body: expected a JSON object")
-        return (request.match_info[name],), {"body": dict(body)}
-
-    return bind
-
-
-def exec_start_body() -> Binder:
-    """Bind ``POST /exec/{id}/start``: Detach, Tty and ConsoleSize from the body."""
-
-    async def bind(request: web.Request) -> Bound:
-        body = await json_body(request)
-        if not isinstance(body, Mapping):
-            raise InvalidArgument("body: expected a JSON object")
-        keys = ("Detach", "Tty", "ConsoleSize")
-        return (request.match_info["id"],), {k: body[k] for k in keys if body.get(k) is not None}
 
     return bind
 
@@ -108,35 +93,20 @@ def commit_query() -> Binder:
     return bind
 
 
-async def _records(job: Job[Any]) -> list[Mapping[str, object]]:
-    records: list[Mapping[str, object]] = []
-    job.stdout.attach(records.append)
-    task = asyncio.ensure_future(job.run())
-    await _settle(task)
-    _raise_failure(job, task)
-    return records
-
-
 def flagged(key: str, unchanged: int, changed: int = 204) -> render.Renderer:
     """204 (or *changed*) when the record's *key* is true, *unchanged* (304) when false."""
 
     async def respond(request: web.Request, job: Job[Any]) -> web.StreamResponse:
-        records = await _records(job)
+        records = await collect(job)
         done = bool(records[0].get(key, True)) if records else True
         return web.Response(status=changed if done else unchanged)
 
     return respond
 
 
-async def created_one(request: web.Request, job: Job[Any]) -> web.StreamResponse:
-    """201 with the job's record."""
-    records = await _records(job)
-    return json_response(records[0] if records else {}, 201)
-
-
 async def ok_empty(request: web.Request, job: Job[Any]) -> web.StreamResponse:
     """200 with no body."""
-    await _records(job)
+    await collect(job)
     return web.Response(status=200)
 
 
@@ -156,11 +126,11 @@ async def wait(request: web.Request, job: Job[Any]) -> web.StreamResponse:
     task = asyncio.ensure_future(job.run())
     await asyncio.wait([task, first], return_when=asyncio.FIRST_COMPLETED)
     if not first.done():
-        await _settle(task)
-        _raise_failure(job, task)
+        await settle(task)
+        raise_failure(job, task)
     response = web.StreamResponse(headers={"Content-Type": render.JSON})
     await response.prepare(request)
-    await _settle(task)
+    await settle(task)
     if result:
         body = result[0]
     else:
@@ -180,7 +150,7 @@ async def raw_stream(request: web.Request, job: Job[Any]) -> web.StreamResponse:
     async def start() -> web.StreamResponse:
         nonlocal response
         if response is None:
-            response = web.StreamResponse(headers={"Content-Type": _content_type(request, tty[0])})
+            response = web.StreamResponse(headers={"Content-Type": content_type(request, tty[0])})
             await response.prepare(request)
         return response
 
@@ -195,9 +165,9 @@ async def raw_stream(request: web.Request, job: Job[Any]) -> web.StreamResponse:
     job.stdout.attach(sink)
     job.stdout.attach_writer(write)
     task = asyncio.ensure_future(job.run())
-    await _settle(task)
+    await settle(task)
     if response is None:
-        _raise_failure(job, task)
+        raise_failure(job, task)
     out = await start()
     await out.write_eof()
     return out
@@ -223,9 +193,9 @@ async def archive(request: web.Request, job: Job[Any]) -> web.StreamResponse:
     job.stdout.attach(sink)
     job.stdout.attach_writer(write)
     task = asyncio.ensure_future(job.run())
-    await _settle(task)
+    await settle(task)
     if not response.prepared:
-        _raise_failure(job, task)
+        raise_failure(job, task)
         response.headers["X-Docker-Container-Path-Stat"] = header[0] if header else ""
         await response.prepare(request)
     await response.write_eof()
@@ -240,7 +210,7 @@ async def stats(request: web.Request, job: Job[Any]) -> web.StreamResponse:
 
 
 ROUTES: Final[tuple[Route, ...]] = (
-    Route("POST", "/containers/create", "create", create_body(), created_one),
+    Route("POST", "/containers/create", "create", whole_body("name"), created_one),
     Route(
         "GET",
         "/containers/json",
@@ -327,7 +297,13 @@ ROUTES: Final[tuple[Route, ...]] = (
     Route("POST", "/containers/{id}/pause", "pause", path_args("id"), render.empty),
     Route("POST", "/containers/{id}/unpause", "unpause", path_args("id"), render.empty),
     Route("POST", "/containers/{id}/rename", "rename", rename_args(), render.empty),
-    Route("POST", "/containers/{id}/update", "update", path_body("id"), render.one),
+    Route(
+        "POST",
+        "/containers/{id}/update",
+        "update",
+        with_path("id", binder=whole_body()),
+        render.one,
+    ),
     Route(
         "DELETE",
         "/containers/{id}",
@@ -336,8 +312,20 @@ ROUTES: Final[tuple[Route, ...]] = (
         render.empty,
     ),
     Route("POST", "/commit", "commit", commit_query(), created_one),
-    Route("POST", "/containers/{id}/exec", "exec_create", path_body("id"), created_one),
-    Route("POST", "/exec/{id}/start", "exec_start", exec_start_body(), hijack),
+    Route(
+        "POST",
+        "/containers/{id}/exec",
+        "exec_create",
+        with_path("id", binder=whole_body()),
+        created_one,
+    ),
+    Route(
+        "POST",
+        "/exec/{id}/start",
+        "exec_start",
+        with_path("id", binder=body_fields(Detach="Detach", Tty="Tty", ConsoleSize="ConsoleSize")),
+        hijack,
+    ),
     Route(
         "POST",
         "/exec/{id}/resize",

@@ -18,7 +18,7 @@ from typing import Any, Final
 from aiohttp import web
 
 from engine import Job
-from server.render import _raise_failure
+from server.render import raise_failure
 
 HOLD_BACK: Final = 0.05  # seconds between the headers and the first output byte
 HIGH_WATER: Final = 1 << 20
@@ -63,7 +63,8 @@ class _KeepOpen(asyncio.Protocol):
         self.inner.resume_writing()
 
 
-def _content_type(request: web.Request, tty: bool) -> str:
+def content_type(request: web.Request, tty: bool) -> str:
+    """Docker's stream content type: multiplexed without a TTY from API 1.42 on, else raw."""
     version = request.match_info.get("api_version", "")
     modern = not version or tuple(int(x) for x in version.split(".")) >= (1, 42)
     if tty or not modern:
@@ -102,19 +103,20 @@ async def hijack(request: web.Request, job: Job[Any]) -> web.StreamResponse:
     waiter = asyncio.ensure_future(ready.wait())
     try:
         await asyncio.wait([task, waiter], return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:  # the client went away before the job attached
+        task.cancel()
+        raise
     finally:
         waiter.cancel()
-        if asyncio.current_task() is not None and asyncio.current_task().cancelling():  # type: ignore[union-attr]
-            task.cancel()
     if not ready.is_set():
         await asyncio.wait([task])
-        _raise_failure(job, task)
+        raise_failure(job, task)
         return web.Response(status=200)  # a detached exec: nothing to stream
     upgrade = request.headers.get("Upgrade", "").lower() == "tcp"
     response = web.StreamResponse(
         status=101 if upgrade else 200,
         reason="UPGRADED" if upgrade else "OK",
-        headers={"Content-Type": _content_type(request, bool(info.get("tty")))},
+        headers={"Content-Type": content_type(request, bool(info.get("tty")))},
     )
     if upgrade:
         response.headers["Connection"] = "Upgrade"

@@ -30,16 +30,16 @@ def json_response(value: object, status: int = 200) -> web.Response:
     return web.Response(body=orjson.dumps(value), status=status, headers={"Content-Type": JSON})
 
 
-async def _collect(job: Job[Any]) -> list[Mapping[str, object]]:
+async def collect(job: Job[Any]) -> list[Mapping[str, object]]:
     records: list[Mapping[str, object]] = []
     job.stdout.attach(records.append)
     task = asyncio.ensure_future(job.run())
-    await _settle(task)
-    _raise_failure(job, task)
+    await settle(task)
+    raise_failure(job, task)
     return records
 
 
-async def _settle(task: asyncio.Future[None]) -> None:
+async def settle(task: asyncio.Future[None]) -> None:
     # The job runs in its own task: cancelling it by id does not cancel this request, and the
     # request going away (the client hung up) cancels the job.
     try:
@@ -50,7 +50,7 @@ async def _settle(task: asyncio.Future[None]) -> None:
             await asyncio.wait([task])
 
 
-def _raise_failure(job: Job[Any], task: asyncio.Future[None]) -> None:
+def raise_failure(job: Job[Any], task: asyncio.Future[None]) -> None:
     if task.cancelled() and job.error is not None:
         raise job.error
     if not task.cancelled() and (exc := task.exception()) is not None:
@@ -59,24 +59,24 @@ def _raise_failure(job: Job[Any], task: asyncio.Future[None]) -> None:
 
 async def one(request: web.Request, job: Job[Any]) -> web.StreamResponse:
     """Respond with the job's single record as a JSON object."""
-    records = await _collect(job)
+    records = await collect(job)
     return json_response(records[0] if records else {})
 
 
 async def array(request: web.Request, job: Job[Any]) -> web.StreamResponse:
     """Respond with the job's records as a JSON array."""
-    return json_response(await _collect(job))
+    return json_response(await collect(job))
 
 
 async def empty(request: web.Request, job: Job[Any]) -> web.StreamResponse:
     """Run the job and respond 204 No Content."""
-    await _collect(job)
+    await collect(job)
     return web.Response(status=204)
 
 
 async def created(request: web.Request, job: Job[Any]) -> web.StreamResponse:
     """Run the job and respond 201 Created with no body."""
-    await _collect(job)
+    await collect(job)
     return web.Response(status=201)
 
 
@@ -128,7 +128,7 @@ async def _stream(
             await asyncio.wait([task])
     if response is None:
         if job.state != "cancelled":
-            _raise_failure(job, task)
+            raise_failure(job, task)
         response = await _start(request, content_type)
     elif not task.cancelled():
         task.exception()  # reported in the stream below
@@ -152,9 +152,9 @@ async def tar(request: web.Request, job: Job[Any]) -> web.StreamResponse:
 
     job.stdout.attach_writer(write)
     task = asyncio.ensure_future(job.run())
-    await _settle(task)
+    await settle(task)
     if not response.prepared:
-        _raise_failure(job, task)
+        raise_failure(job, task)
         await response.prepare(request)
     elif job.error is not None:
         # Too late for an HTTP status: cut the connection so the client sees a broken stream,

@@ -43,6 +43,89 @@ MASKED_PATHS: Final = (
 )
 READONLY_PATHS: Final = ("/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger")
 
+# include/uapi/linux/capability.h: a capability's number is its index.
+CAPABILITIES: Final = tuple(
+    "CAP_" + name
+    for name in [
+        "CHOWN",
+        "DAC_OVERRIDE",
+        "DAC_READ_SEARCH",
+        "FOWNER",
+        "FSETID",
+        "KILL",
+        "SETGID",
+        "SETUID",
+        "SETPCAP",
+        "LINUX_IMMUTABLE",
+        "NET_BIND_SERVICE",
+        "NET_BROADCAST",
+        "NET_ADMIN",
+        "NET_RAW",
+        "IPC_LOCK",
+        "IPC_OWNER",
+        "SYS_MODULE",
+        "SYS_RAWIO",
+        "SYS_CHROOT",
+        "SYS_PTRACE",
+        "SYS_PACCT",
+        "SYS_ADMIN",
+        "SYS_BOOT",
+        "SYS_NICE",
+        "SYS_RESOURCE",
+        "SYS_TIME",
+        "SYS_TTY_CONFIG",
+        "MKNOD",
+        "LEASE",
+        "AUDIT_WRITE",
+        "AUDIT_CONTROL",
+        "SETFCAP",
+        "MAC_OVERRIDE",
+        "MAC_ADMIN",
+        "SYSLOG",
+        "WAKE_ALARM",
+        "BLOCK_SUSPEND",
+        "AUDIT_READ",
+        "PERFMON",
+        "BPF",
+        "CHECKPOINT_RESTORE",
+    ]
+)
+# include/uapi/asm-generic/resource.h: an rlimit's number is its index (``resource`` lacks some).
+RLIMITS: Final = tuple(
+    [
+        "cpu",
+        "fsize",
+        "data",
+        "stack",
+        "core",
+        "rss",
+        "nproc",
+        "nofile",
+        "memlock",
+        "as",
+        "locks",
+        "sigpending",
+        "msgqueue",
+        "nice",
+        "rtprio",
+        "rttime",
+    ]
+)
+ULIMITS: Final = frozenset(RLIMITS) - {"as"}  # the names Docker's Ulimits accept
+
+
+def held_capabilities(status: str | None = None) -> int:
+    """The bounding set of this process (``CapBnd`` of ``/proc/self/status``, or of *status*):
+    everything ``--privileged`` can grant."""
+    if status is None:
+        with open("/proc/self/status") as f:
+            status = f.read()
+    for line in status.splitlines():
+        if line.startswith("CapBnd:"):
+            return int(line.split()[1], 16)
+    raise OSError("/proc/self/status has no CapBnd line")
+
+
 # Docker's 14 default capabilities (daemon/pkg/oci/caps/defaults.go).
 DEFAULT_CAPS: Final = (
     "CAP_CHOWN",

@@ -74,6 +74,11 @@ class GraphDriver(Protocol):
         """Release one get() of *id*; unmount when the count reaches zero."""
         ...
 
+    def forget(self, id: str) -> None:
+        """Drop every get() of *id* without unmounting (a running container keeps its root
+        while the daemon restarts; the next get() reuses what is mounted)."""
+        ...
+
     def exists(self, id: str) -> bool:
         """Return whether layer *id* exists."""
         ...

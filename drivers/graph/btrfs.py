@@ -91,6 +91,10 @@ class BtrfsDriver:
         """Release a get() of *id* (nothing to unmount for btrfs)."""
         validate_id(id)
 
+    def forget(self, id: str) -> None:
+        """Drop the get()s of *id*: btrfs mounts nothing, so it holds nothing to drop."""
+        validate_id(id)
+
     def exists(self, id: str) -> bool:
         """Return whether layer *id* exists."""
         return (self.subvolumes / validate_id(id)).is_dir()

@@ -93,6 +93,10 @@ class VfsDriver:
         """Release a get() of *id* (nothing to unmount for vfs)."""
         validate_id(id)
 
+    def forget(self, id: str) -> None:
+        """Drop the get()s of *id*: vfs mounts nothing, so it holds nothing to drop."""
+        validate_id(id)
+
     def exists(self, id: str) -> bool:
         """Return whether layer *id* exists."""
         validate_id(id)

@@ -297,6 +297,21 @@ class GraphDriverSuite:
         driver.put(child)
         assert not is_mounted(first)
 
+    def test_forget_keeps_the_mount_for_the_next_get(self, driver: GraphDriver) -> None:
+        parent, child = new_id(), new_id()
+        driver.create(parent)
+        driver.create(child, parent)
+        first = driver.get(child)
+        driver.get(child)
+        (first / "kept").write_text("x")
+        driver.forget(child)  # a daemon stopping while a container still uses the layer
+        mounts = driver.name == "overlay"
+        assert is_mounted(first) == mounts and (first / "kept").read_text() == "x"
+        assert driver.get(child) == first  # a new daemon takes the mount over
+        assert is_mounted(first) == mounts
+        driver.put(child)  # one put now releases it: the forgotten gets are gone
+        assert not is_mounted(first)
+
     def test_remove(self, driver: GraphDriver) -> None:
         layer = new_id()
         driver.create(layer)

@@ -150,6 +150,15 @@ def test_exit_code_and_missing_executable(containers: Containers) -> None:
     assert "Traceback" not in proc.stderr
 
 
+def test_start_failures_record_dockers_exit_codes(containers: Containers, names: Names) -> None:
+    missing, not_executable = names(), names()
+    assert containers.cli("run", "--name", missing, "busybox", "no-such-command").returncode == 127
+    assert containers.inspect(missing, ".State.ExitCode") == "127"
+    proc = containers.cli("run", "--name", not_executable, "busybox", "/etc/passwd")
+    assert proc.returncode == 126, proc.stderr
+    assert containers.inspect(not_executable, ".State.ExitCode") == "126"
+
+
 # signals
 
 

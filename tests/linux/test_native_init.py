@@ -24,6 +24,7 @@ import pytest
 
 from drivers.exec.native import security
 from drivers.exec.spec import ContainerSpec, Device, Mount, Process, Rlimit, to_json
+from jobs import capabilities
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: namespaces, mounts")
 
@@ -306,7 +307,7 @@ def test_unknown_user_is_refused(root: Path) -> None:
 
 def test_privileged_gets_what_the_host_holds(root: Path) -> None:
     held = security.held_caps()
-    caps = security.resolve_caps((), (), True, held)
+    caps = capabilities.effective((), (), privileged=True, held=held)
     script = "grep Cap /proc/self/status; stat -c %F /proc/keys; grep ' /sys ' /proc/self/mountinfo"
     res = sh(root, script, caps=caps, privileged=True)
     assert res.returncode == 0, res.stderr
@@ -399,7 +400,7 @@ def test_mknod_needs_cap_mknod(root: Path) -> None:
     ok = sh(root, "mknod /tmp/blk b 7 0 && stat -c %F /tmp/blk")
     assert ok.returncode == 0, ok.stderr
     assert ok.stdout.strip() == "block special file"
-    no_mknod = security.resolve_caps((), ["mknod"], False, 0)
+    no_mknod = capabilities.effective((), ["mknod"], privileged=False, held=0)
     refused = sh(root, "mknod /tmp/blk2 b 7 0 2>&1", caps=no_mknod)
     assert refused.returncode != 0
     assert "Operation not permitted" in refused.stdout

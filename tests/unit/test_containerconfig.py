@@ -632,3 +632,37 @@ def test_bind_forms_become_plans() -> None:
     # Mounts of a tmpfs nobody configured (inherited) get Docker's default options.
     driver = cc.spec_mounts([{"Type": "tmpfs", "Destination": "/t", "RW": False}], {})
     assert driver == [Mount("/t", "tmpfs", "", True, ("noexec", "nosuid", "nodev"))]
+
+
+def test_capabilities_defaults_add_and_drop() -> None:
+    assert set(capabilities.effective((), (), privileged=False, held=0)) == set(DEFAULT_CAPS)
+    caps = capabilities.effective(
+        ["net_admin", "SYS_TIME"], ["mknod", "CAP_NET_RAW"], privileged=False, held=0
+    )
+    assert "CAP_NET_ADMIN" in caps and "CAP_SYS_TIME" in caps
+    assert "CAP_MKNOD" not in caps and "CAP_NET_RAW" not in caps
+    assert len(caps) == len(DEFAULT_CAPS)
+
+
+def test_capabilities_all() -> None:
+    held = (1 << 41) - 1 & ~(1 << 24)  # like this host: no CAP_SYS_RESOURCE
+    assert capabilities.effective(["chown"], ["all"], privileged=False, held=held) == ("CAP_CHOWN",)
+    everything = capabilities.effective(["ALL"], ["SYS_ADMIN"], privileged=False, held=held)
+    assert "CAP_SYS_ADMIN" not in everything and "CAP_SYS_RESOURCE" not in everything
+    assert len(everything) == 39
+
+
+def test_capabilities_privileged_is_what_the_host_holds() -> None:
+    held = 0x1FFFEFFFFFF
+    caps = capabilities.effective((), ["chown"], privileged=True, held=held)
+    assert capabilities.mask_of(caps) == held
+    assert "CAP_SYS_RESOURCE" not in caps
+
+
+def test_unknown_capabilities_fail_in_add_and_drop_even_when_privileged() -> None:
+    with pytest.raises(InvalidArgument, match='unknown capability: "NOPE"'):
+        capabilities.effective(["NOPE"], (), privileged=False, held=0)
+    with pytest.raises(InvalidArgument, match='unknown capability: "nope"'):
+        cc.parse_create(
+            {"Image": "busybox", "HostConfig": {"Privileged": True, "CapDrop": ["nope"]}}
+        )

@@ -74,36 +74,6 @@ def test_unknown_capability_is_refused(name: str) -> None:
         security.cap_mask([name])
 
 
-def test_resolve_caps_defaults_add_and_drop() -> None:
-    assert set(security.resolve_caps((), (), False, 0)) == set(DEFAULT_CAPS)
-    caps = security.resolve_caps(["net_admin", "SYS_TIME"], ["mknod", "CAP_NET_RAW"], False, 0)
-    assert "CAP_NET_ADMIN" in caps and "CAP_SYS_TIME" in caps
-    assert "CAP_MKNOD" not in caps and "CAP_NET_RAW" not in caps
-    assert len(caps) == len(DEFAULT_CAPS)
-
-
-def test_resolve_caps_all() -> None:
-    held = (1 << 41) - 1 & ~(1 << 24)  # like this host: no CAP_SYS_RESOURCE
-    assert security.resolve_caps(["chown"], ["all"], False, held) == ("CAP_CHOWN",)
-    everything = security.resolve_caps(["ALL"], ["SYS_ADMIN"], False, held)
-    assert "CAP_SYS_ADMIN" not in everything and "CAP_SYS_RESOURCE" not in everything
-    assert len(everything) == 39
-
-
-def test_resolve_caps_privileged_is_what_the_host_holds() -> None:
-    held = 0x1FFFEFFFFFF
-    caps = security.resolve_caps((), ["chown"], True, held)
-    assert security.cap_mask(caps) == held
-    assert "CAP_SYS_RESOURCE" not in caps
-
-
-def test_resolve_caps_unknown_names_fail_in_add_and_drop() -> None:
-    with pytest.raises(InvalidArgument, match="unknown capability: NOPE"):
-        security.resolve_caps(["NOPE"], (), False, 0)
-    with pytest.raises(InvalidArgument, match="unknown capability: nope"):
-        security.resolve_caps((), ["nope"], True, 0)
-
-
 def test_held_caps_reads_capbnd() -> None:
     status = "Name:\tx\nCapInh:\t0000000000000000\nCapBnd:\t000001fffeffffff\n"
     assert security.held_caps(status) == 0x1FFFEFFFFFF

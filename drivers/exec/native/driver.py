@@ -34,7 +34,12 @@ FOUND_DEAD = 255  # exit code of a container whose monitor vanished without reco
 
 
 class StartFailed(FailedPrecondition):
-    """The container's process could not be started (bad command, mount, user...)."""
+    """The container's process could not be started (bad command, mount, user...);
+    ``exit_code`` is the status Docker records for it (127, 126 or 128)."""
+
+    def __init__(self, message: str, exit_code: int = 128) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 @dataclass
@@ -185,7 +190,7 @@ class NativeDriver:
                     await conn.send(protocol.CONTROL, orjson.dumps({"go": True}))
                 message = await conn.recv_control()
             if "error" in message:
-                raise StartFailed(str(message["error"]))
+                raise StartFailed(str(message["error"]), int(message.get("code", 128)))
             state = message["started"]
         except BaseException:
             conn.close()
@@ -260,7 +265,7 @@ class NativeDriver:
             raise
         if "error" in message:
             conn.close()
-            raise StartFailed(str(message["error"]))
+            raise StartFailed(str(message["error"]), int(message.get("code", 128)))
         return NativeExec(int(message["pid"]), conn)
 
     def _cgroup(self, state: Mapping[str, Any]) -> cgroups.Cgroup:

@@ -29,7 +29,7 @@ def run(conn: socket.socket, spec: ExecSpec, stdio: list[int]) -> NoReturn:
     try:
         pid = _start(spec, stdio)
     except BaseException as exc:
-        _report(conn, {"error": str(exc) or type(exc).__name__})
+        _report(conn, {"error": str(exc) or type(exc).__name__, "code": getattr(exc, "code", 128)})
         os._exit(1)
     _report(conn, {"pid": pid})
     while True:
@@ -79,13 +79,11 @@ def _start(spec: ExecSpec, stdio: list[int]) -> int:
     os.close(err_w)
     for fd in stdio:
         os.close(fd)
-    error = b""
-    while chunk := os.read(err_r, 65536):
-        error += chunk
+    failure = protocol.read_failure(err_r)
     os.close(err_r)
-    if error:
+    if failure is not None:
         os.waitpid(pid, 0)
-        raise RuntimeError(error.decode(errors="replace"))
+        raise failure
     return pid
 
 
@@ -103,6 +101,5 @@ def _child(spec: ExecSpec, stdio: list[int], err_w: int) -> NoReturn:
         os.chdir("/")
         security.exec_process(spec.process, privileged=spec.privileged)
     except BaseException as exc:
-        with contextlib.suppress(OSError):
-            os.write(err_w, (str(exc) or type(exc).__name__).encode(errors="replace"))
+        protocol.report_failure(err_w, exc)
         os._exit(127)

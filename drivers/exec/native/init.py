@@ -21,7 +21,7 @@ import struct
 import termios
 from typing import Final, NoReturn
 
-from drivers.exec.native import linux
+from drivers.exec.native import linux, protocol
 from drivers.exec.spec import ContainerSpec
 
 SIOCGIFFLAGS: Final = 0x8913
@@ -75,9 +75,7 @@ def child(
             _reaper(spec, err_w)
         security.exec_process(spec.process, privileged=spec.privileged)
     except BaseException as exc:
-        message = str(exc) or type(exc).__name__
-        with contextlib.suppress(OSError):
-            os.write(err_w, message.encode(errors="replace")[:65536])
+        protocol.report_failure(err_w, exc)
         os._exit(127)
 
 
@@ -104,8 +102,7 @@ def _reaper(spec: ContainerSpec, err_w: int) -> NoReturn:
         try:
             security.exec_process(spec.process, privileged=spec.privileged)
         except BaseException as exc:
-            with contextlib.suppress(OSError):
-                os.write(err_w, (str(exc) or type(exc).__name__).encode(errors="replace"))
+            protocol.report_failure(err_w, exc)
             os._exit(127)
     os.close(err_w)
     linux.close_range(3)

@@ -79,7 +79,9 @@ def run(
         code = 0
     except BaseException as exc:
         with contextlib.suppress(OSError):
-            protocol.send(conn, {"error": str(exc) or type(exc).__name__})
+            protocol.send(
+                conn, {"error": str(exc) or type(exc).__name__, "code": getattr(exc, "code", 128)}
+            )
     finally:
         os._exit(code)
 
@@ -190,7 +192,9 @@ class Monitor:
             if self.cgroup is not None:
                 self.cgroup.add(pid)
             if os.read(ready_r, 1) != b"r":
-                raise RuntimeError(_read_all(err_r) or "the container process died while starting")
+                raise protocol.read_failure(err_r) or RuntimeError(
+                    "the container process died while starting"
+                )
             protocol.send(self.conn, {"pid": pid})
             if self.spec.wait_for_network:
                 message = protocol.recv_control(self.conn)
@@ -198,9 +202,9 @@ class Monitor:
                     raise RuntimeError(str(message.get("error", "start cancelled by the daemon")))
             os.write(go_w, b"g")
             os.close(go_w)
-            error = _read_all(err_r)  # EOF when exec succeeded (the pipe is close-on-exec)
-            if error:
-                raise RuntimeError(error)
+            failure = protocol.read_failure(err_r)  # none: exec succeeded (close-on-exec)
+            if failure is not None:
+                raise failure
         except BaseException:
             _kill_and_reap(pid)
             if self.cgroup is not None:
@@ -452,15 +456,6 @@ def _kill_and_reap(pid: int) -> None:
         os.kill(pid, signal.SIGKILL)
     with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, 0)
-
-
-def _read_all(fd: int) -> str:
-    chunks: list[bytes] = []
-    while True:
-        chunk = os.read(fd, 65536)
-        if not chunk:
-            return b"".join(chunks).decode(errors="replace")
-        chunks.append(chunk)
 
 
 def _drain(fd: int) -> None:

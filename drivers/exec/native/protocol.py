@@ -58,6 +58,34 @@ def short_path(path: str) -> Iterator[str]:
         os.close(fd)
 
 
+class ProcessFailed(Exception):
+    """A container or exec process failed before its exec; ``code`` is the exit status it
+    reports (127 command not found, 126 not executable, 128 anything else, as Docker)."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def report_failure(fd: int, exc: BaseException) -> None:
+    """Write why a process could not exec to its error pipe: the exit code, then the message."""
+    code = getattr(exc, "exit_code", 128)
+    message = str(exc) or type(exc).__name__
+    with contextlib.suppress(OSError):
+        os.write(fd, f"{code}\n{message}".encode(errors="replace")[:65536])
+
+
+def read_failure(fd: int) -> ProcessFailed | None:
+    """Read an error pipe to its end: None when it closed empty (the exec succeeded)."""
+    chunks = []
+    while chunk := os.read(fd, 65536):
+        chunks.append(chunk)
+    if not chunks:
+        return None
+    code, _, message = b"".join(chunks).decode(errors="replace").partition("\n")
+    return ProcessFailed(int(code) if code.isdigit() else 128, message)
+
+
 class ProtocolError(Exception):
     """The peer sent something that is not a frame, or hung up mid-frame."""
 

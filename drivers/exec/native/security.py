@@ -26,21 +26,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, NoReturn
 
-from drivers.exec.spec import DEFAULT_CAPS, Process, Rlimit
+from drivers.exec.spec import CAPABILITIES, RLIMITS, Process, Rlimit, held_capabilities
 from engine.errors import EngineError, InvalidArgument
 from graph.archive.rootdir import RootDir
 
 from . import linux
 
-# include/uapi/linux/capability.h, in number order.
-_CAP_TABLE: Final = """
-    CHOWN DAC_OVERRIDE DAC_READ_SEARCH FOWNER FSETID KILL SETGID SETUID SETPCAP LINUX_IMMUTABLE
-    NET_BIND_SERVICE NET_BROADCAST NET_ADMIN NET_RAW IPC_LOCK IPC_OWNER SYS_MODULE SYS_RAWIO
-    SYS_CHROOT SYS_PTRACE SYS_PACCT SYS_ADMIN SYS_BOOT SYS_NICE SYS_RESOURCE SYS_TIME
-    SYS_TTY_CONFIG MKNOD LEASE AUDIT_WRITE AUDIT_CONTROL SETFCAP MAC_OVERRIDE MAC_ADMIN SYSLOG
-    WAKE_ALARM BLOCK_SUSPEND AUDIT_READ PERFMON BPF CHECKPOINT_RESTORE
-"""
-CAPABILITIES: Final = tuple("CAP_" + n for n in _CAP_TABLE.split())
 CAP_NUMBERS: Final = {name: n for n, name in enumerate(CAPABILITIES)}
 DEFAULT_PATH: Final = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 BREAKOUT: Final = (
@@ -96,27 +87,10 @@ def cap_names(mask: int) -> tuple[str, ...]:
 
 def held_caps(status: str | None = None) -> int:
     """Return the CapBnd mask of ``/proc/self/status`` (or of the given status text)."""
-    if status is None:
-        status = Path("/proc/self/status").read_text()
-    for line in status.splitlines():
-        if line.startswith("CapBnd:"):
-            return int(line.split()[1], 16)
-    raise StartError("read /proc/self/status: no CapBnd line")
-
-
-def resolve_caps(
-    cap_add: Iterable[str], cap_drop: Iterable[str], privileged: bool, held: int
-) -> tuple[str, ...]:
-    """Apply Docker's CapAdd/CapDrop to the defaults; privileged (or ALL) means all *held*."""
-    adds = [cap_name(n) for n in cap_add]
-    drops = [cap_name(n) for n in cap_drop]
-    if privileged:
-        return cap_names(held)
-    if "ALL" in adds:
-        return tuple(n for n in cap_names(held) if n not in drops)
-    base = [] if "ALL" in drops else [c for c in DEFAULT_CAPS if c not in drops]
-    mask = cap_mask(base) | cap_mask(a for a in adds if a != "ALL")
-    return cap_names(mask)
+    try:
+        return held_capabilities(status)
+    except OSError as exc:
+        raise StartError(f"read /proc/self/status: {exc}") from None
 
 
 # ---- users and groups -----------------------------------------------------------------------
@@ -241,12 +215,7 @@ def resolve_user(spec: str, root: str = "/") -> User:
 
 # ---- the process ----------------------------------------------------------------------------
 
-# include/uapi/asm-generic/resource.h, in number order (``resource`` lacks some of them).
-_RLIMIT_NAMES: Final = """
-    cpu fsize data stack core rss nproc nofile memlock as locks sigpending msgqueue nice rtprio
-    rttime
-"""
-_RLIMITS: Final = {name: n for n, name in enumerate(_RLIMIT_NAMES.split())}
+_RLIMITS: Final = {name: n for n, name in enumerate(RLIMITS)}
 
 
 def set_rlimits(rlimits: Iterable[Rlimit]) -> None:
@@ -284,6 +253,18 @@ def build_env(env: Iterable[str], home: str) -> dict[str, str]:
     return out
 
 
+class CommandNotFound(InvalidArgument):
+    """The command does not exist in the container (Docker's exit status 127)."""
+
+    exit_code = 127
+
+
+class CommandNotExecutable(InvalidArgument):
+    """The command exists but cannot be executed (Docker's exit status 126)."""
+
+    exit_code = 126
+
+
 def lookpath(name: str, path: str) -> str:
     """Find *name* as execvp would, in the current root; InvalidArgument in Docker's words."""
     if "/" in name:
@@ -291,9 +272,9 @@ def lookpath(name: str, path: str) -> str:
             st = os.stat(name)
         except OSError as exc:
             why = (exc.strerror or "").lower()  # Go's spelling, as Docker prints it
-            raise InvalidArgument(f'exec: "{name}": stat {name}: {why}') from exc
+            raise CommandNotFound(f'exec: "{name}": stat {name}: {why}') from exc
         if stat.S_ISDIR(st.st_mode) or not os.access(name, os.X_OK):
-            raise InvalidArgument(f'exec: "{name}": permission denied')
+            raise CommandNotExecutable(f'exec: "{name}": permission denied')
         return name
     for entry in path.split(":"):
         candidate = os.path.join(entry or ".", name)
@@ -303,7 +284,7 @@ def lookpath(name: str, path: str) -> str:
             continue
         if stat.S_ISREG(st.st_mode) and os.access(candidate, os.X_OK):
             return candidate
-    raise InvalidArgument(f'exec: "{name}": executable file not found in $PATH')
+    raise CommandNotFound(f'exec: "{name}": executable file not found in $PATH')
 
 
 def _enter_cwd(cwd: str, user: User) -> None:
