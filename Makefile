@@ -8,6 +8,9 @@ BIN := $(VENV)/bin
 # as independent image tools, graphviz to draw the image graph.
 APT_PACKAGES := python3-venv curl btrfs-progs busybox-static skopeo umoci graphviz
 TYPED := engine graph drivers
+# docker-compose 1.29.2 for the compatibility tests, in a venv of its own: it needs docker 6.1,
+# requests<2.32 and urllib3<2, and its PyYAML 5.4.1 only builds with Cython<3.
+COMPOSE_VENV := .venv-compose
 
 .PHONY: all deps system-deps demo test test-fast lint typecheck format clean
 
@@ -32,7 +35,16 @@ $(VENV)/.installed: setup.cfg pyproject.toml contrib/plugins/dockyard-example/py
 	$(BIN)/python -m pip install -q -e '.[test]' -e contrib/plugins/dockyard-example
 	touch $@
 
-deps: $(VENV)/.installed
+$(COMPOSE_VENV)/.installed:
+	@$(MAKE) --no-print-directory system-deps
+	test -x $(COMPOSE_VENV)/bin/python || $(PYTHON) -m venv $(COMPOSE_VENV)
+	$(COMPOSE_VENV)/bin/python -m pip install -q 'cython<3' wheel setuptools
+	$(COMPOSE_VENV)/bin/python -m pip install -q --no-build-isolation 'PyYAML==5.4.1'
+	$(COMPOSE_VENV)/bin/python -m pip install -q docker-compose==1.29.2 'docker==6.1.3' \
+	  'requests<2.32' 'urllib3<2'
+	touch $@
+
+deps: $(VENV)/.installed $(COMPOSE_VENV)/.installed
 
 demo: deps
 	contrib/demo.sh $(BIN)/dockyard
@@ -55,4 +67,4 @@ test-fast: deps
 	$(BIN)/pytest -q -m "not slow" tests/unit
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache *.egg-info
+	rm -rf $(VENV) $(COMPOSE_VENV) .mypy_cache .ruff_cache .pytest_cache *.egg-info

@@ -105,7 +105,7 @@ def _run(client: Client, options: dict[str, Any], image: str, command: tuple[str
     except EngineError as exc:
         sock.close()
         click.echo(f"dockyard: Error response from daemon: {exc}", err=True)
-        sys.exit(_start_failure_status(client, id))
+        sys.exit(_start_failure_status(client, id, waiter))
     if tty:
         _resize(client, _c(id, "/resize"))
     with raw_terminal(tty and interactive):
@@ -121,15 +121,19 @@ def _run(client: Client, options: dict[str, Any], image: str, command: tuple[str
     sys.exit(int(waiter.result.get("StatusCode", 0)))
 
 
-def _start_failure_status(client: Client, id: str) -> int:
+def _start_failure_status(client: Client, id: str, waiter: _Waiter) -> int:
     """docker run's status when the start failed: the container's own exit code when the
     command could not be run (127 not found, 126 not executable), else 125."""
-    try:
-        info = client.get(_c(id, "/json"))
-    except EngineError:
-        return 125  # removed already (--rm)
-    assert isinstance(info, dict)
-    code = int(info["State"]["ExitCode"])
+    if waiter.condition == "removed":  # --rm: the daemon removes it, and the wait says the code
+        waiter.join(10)
+        code = int(waiter.result.get("StatusCode", 125))
+    else:
+        try:
+            info = client.get(_c(id, "/json"))
+        except EngineError:
+            return 125
+        assert isinstance(info, dict)
+        code = int(info["State"]["ExitCode"])
     return code if code in (126, 127) else 125
 
 

@@ -84,7 +84,8 @@ def daemon(
         shutdown_timeout=shutdown_timeout,
     )
     try:
-        asyncio.run(server_daemon.run(config))
+        with asyncio.Runner(loop_factory=server_daemon.event_loop) as runner:
+            runner.run(server_daemon.run(config))
     except EngineError as exc:
         server_daemon.log.error("cannot run the daemon: %s", exc)
         raise

@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from cli import containers, daemon, images, jobs, system, volumes
+from cli import containers, daemon, events, images, jobs, networks, prune, system, volumes
 from cli.client import DEFAULT_HOST, Client, TLSConfig
 from cli.exits import CommandError
 from engine.errors import EngineError
@@ -61,11 +61,14 @@ cli.add_command(jobs.job)
 cli.add_command(jobs.jobs)
 cli.add_command(system.version)
 cli.add_command(system.info)
+cli.add_command(events.events)
 for command in (images.import_, images.images, images.inspect, images.history, images.tag,
                 images.rmi, images.save, images.load):  # fmt: skip
     cli.add_command(command)
 cli.add_command(volumes.volume)
 for command in containers.COMMANDS:
+    cli.add_command(command)
+for command in (*prune.COMMANDS, *networks.COMMANDS):
     cli.add_command(command)
 
 

@@ -23,9 +23,12 @@ import types
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, TypeVar, get_args, get_origin
+from typing import Any, Final, Literal, TypeVar, get_args, get_origin
 
 from engine.errors import InvalidArgument
+
+_INT64_MIN: Final = -(2**63)
+_INT64_MAX: Final = 2**63 - 1
 
 P = TypeVar("P")
 
@@ -71,8 +74,7 @@ def decode(cls: type[P], raw: Mapping[str, object]) -> P:
     """Build params *cls* from *raw*; raise InvalidArgument naming the first bad field."""
     if not isinstance(raw, Mapping):
         raise InvalidArgument(f"params: expected object, got {_type_name(raw)}")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    hints, fields = _shape(cls)
     unknown = sorted(set(raw) - set(fields))
     if unknown:
         known = ", ".join(sorted(fields)) or "none"
@@ -84,6 +86,19 @@ def decode(cls: type[P], raw: Mapping[str, object]) -> P:
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             raise InvalidArgument(f"{name}: required param is missing")
     return cls(**values)
+
+
+_Shape = tuple[dict[str, Any], dict[str, "dataclasses.Field[Any]"]]
+_SHAPES: dict[type[Any], _Shape] = {}
+
+
+def _shape(cls: type[Any]) -> _Shape:
+    # Resolving type hints is the slow part of decoding; a params class never changes.
+    shape = _SHAPES.get(cls)
+    if shape is None:
+        hints = typing.get_type_hints(cls)
+        shape = _SHAPES[cls] = hints, {f.name: f for f in dataclasses.fields(cls)}
+    return shape
 
 
 def _convert(tp: Any, value: object, field: str) -> object:
@@ -122,10 +137,15 @@ def _scalar(tp: Any, value: object, field: str) -> object:
         if isinstance(value, str) and value.lower() in _TRUE | _FALSE:
             return value.lower() in _TRUE
     elif tp is int:
+        number_: int | None = None
         if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, str) and _INT.fullmatch(value):
-            return int(value)
+            number_ = value
+        elif isinstance(value, str) and _INT.fullmatch(value):
+            number_ = int(value)
+        if number_ is not None:
+            if not _INT64_MIN <= number_ <= _INT64_MAX:  # as Go's strconv: no wider than 64 bits
+                raise InvalidArgument(f"{field}: {number_} is out of range for a 64-bit integer")
+            return number_
     elif tp is float:
         number: float | None = None
         if isinstance(value, int | float) and not isinstance(value, bool):

@@ -5,14 +5,20 @@ from typing import Final
 
 from engine import Engine
 from jobs import (
+    attach,
     containerinfo,
     containerio,
     containers,
+    diskusage,
+    events,
     execs,
     imagegraph,
     imageio,
     images,
     introspect,
+    networks,
+    prune,
+    search,
     system,
     volumes,
 )
@@ -27,7 +33,13 @@ INSTALLERS: Final[tuple[Callable[[Engine], None], ...]] = (
     containers.install,
     containerinfo.install,
     containerio.install,
+    attach.install,
     execs.install,
+    events.install,
+    prune.install,
+    diskusage.install,
+    networks.install,
+    search.install,
 )
 
 

@@ -4,6 +4,8 @@ and ``changes``, in the Docker Engine API's shapes."""
 from __future__ import annotations
 
 import asyncio
+import functools
+import logging
 import os
 import time
 from dataclasses import dataclass, field
@@ -11,12 +13,15 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Final
 
+from drivers.graph import Differ
 from engine import ArgSpec, Engine, Job
-from engine.errors import FailedPrecondition, InvalidArgument
+from engine.errors import EngineError, FailedPrecondition, InvalidArgument
 from graph.containers import Container
 from jobs.images import unix_time
 from jobs.runtime import Runtime, now_rfc3339
-from jobs.services import GRAPH_DRIVER, IMAGES, RUNTIME
+from jobs.services import GRAPH_DRIVER, IMAGES, LAYERS, RUNTIME
+
+log = logging.getLogger(__name__)
 
 FILTERS: Final = frozenset(
     {"id", "name", "label", "status", "ancestor", "exited", "before", "since", "volume",
@@ -26,6 +31,7 @@ STATUSES: Final = frozenset({"created", "restarting", "running", "removing", "pa
                              "dead"})  # fmt: skip
 
 
+@functools.lru_cache(maxsize=8192)  # ps converts the same stamps on every call
 def _since(stamp: str) -> float:
     try:
         return datetime.fromisoformat(stamp.replace("Z", "+00:00")[:26] + "+00:00").timestamp()
@@ -78,7 +84,23 @@ def summary(
     rt: Runtime, c: Container, image_name: str, size: tuple[int, int] | None
 ) -> dict[str, Any]:
     """One item of ``GET /containers/json``."""
-    record: dict[str, Any] = {
+    record = dict(_fixed(c, image_name))
+    record["State"], record["Status"] = c.state.status, status_text(c)
+    if size is not None:
+        record["SizeRw"], record["SizeRootFs"] = size
+    return record
+
+
+# The parts of a summary that do not change while a container exists (but for its name), kept
+# per container: ``ps`` is polled, and rebuilding them was most of its cost.
+_FIXED: dict[str, tuple[str, str, dict[str, Any]]] = {}
+
+
+def _fixed(c: Container, image_name: str) -> dict[str, Any]:
+    cached = _FIXED.get(c.id)
+    if cached is not None and cached[0] == c.name and cached[1] == image_name:
+        return cached[2]
+    fixed: dict[str, Any] = {
         "Id": c.id,
         "Names": ["/" + c.name],
         "Image": image_name,
@@ -87,15 +109,16 @@ def summary(
         "Created": unix_time(c.created),
         "Ports": [],
         "Labels": c.config.get("Labels") or {},
-        "State": c.state.status,
-        "Status": status_text(c),
+        "State": "",
+        "Status": "",
         "HostConfig": {"NetworkMode": c.host_config.get("NetworkMode", "none")},
         "NetworkSettings": {"Networks": {}},
         "Mounts": c.mounts,
     }
-    if size is not None:
-        record["SizeRw"], record["SizeRootFs"] = size
-    return record
+    if len(_FIXED) > 4096:  # containers come and go; drop the lot now and then
+        _FIXED.clear()
+    _FIXED[c.id] = (c.name, image_name, fixed)
+    return fixed
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,7 +140,10 @@ async def containers(job: Job[ListParams]) -> None:
     for status in p.filters.get("status", []):
         if status not in STATUSES:
             raise InvalidArgument(f"filters: invalid filter 'status={status}'")
-    chosen = await asyncio.to_thread(_select, job.engine, rt, p)
+    if p.filters.get("ancestor"):  # resolving images reads the GraphDB
+        chosen = await asyncio.to_thread(_select, job.engine, rt, p)
+    else:  # the rest is in memory: a thread hop would cost more than the work
+        chosen = _select(job.engine, rt, p)
     for c in chosen:
         size = await asyncio.to_thread(_size, job.engine, c) if p.size else None
         job.emit(summary(rt, c, str(c.config.get("Image") or c.image), size))
@@ -173,16 +199,18 @@ def _labelled(c: Container, wanted: list[str]) -> bool:
 
 
 def _size(engine: Engine, c: Container) -> tuple[int, int]:
-    driver = engine[GRAPH_DRIVER]
-    rw = 0
-    diff_size = getattr(driver, "diff_size", None)
-    if diff_size is not None:
-        try:
-            rw = int(diff_size(c.id, f"{c.id}-init"))
-        except Exception:
-            rw = 0
+    rw = rw_size(engine[LAYERS].differ, c.id)
     image = engine[IMAGES].get(c.image)
     return rw, rw + image.size
+
+
+def rw_size(differ: Differ, id: str) -> int:
+    """Bytes in a container's writable layer (0 when it cannot be read), as ``ps -s`` counts."""
+    try:
+        return int(differ.diff_size(id, f"{id}-init"))
+    except (EngineError, OSError) as exc:
+        log.info("no size for container %s: %s", id[:12], exc)
+        return 0
 
 
 async def container_inspect(job: Job[Any]) -> None:
@@ -242,6 +270,7 @@ async def top(job: Job[TopParams]) -> None:
         raise FailedPrecondition(f"Container {c.id} is not running")
     pids = await asyncio.to_thread(rt.execdriver.pids, c.state.monitor)
     job.emit(await asyncio.to_thread(_top, pids, job.params.ps_args))
+    rt.event(c, "top")
 
 
 def _top(pids: list[int], ps_args: str) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""Container stream jobs: ``logs``, ``attach``, ``resize``, ``export``, ``commit`` and the archive
+"""Container stream jobs: ``logs``, ``resize``, ``export``, ``commit`` and the archive
 jobs behind ``docker cp`` (``archive_stat``, ``archive_get``, ``archive_put``).
 
 Output meant for a Docker client is written raw (``job.stdout.write``): without a TTY each chunk
@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 
-from drivers.exec.base import AttachRequest
 from drivers.exec.native import protocol
+from drivers.logging import jsonfile
 from engine import ArgSpec, Engine, Job
 from engine.errors import FailedPrecondition, InvalidArgument
 from engine.streams import in_thread, reader, writer
@@ -25,6 +25,7 @@ from graph.archive import copy as cp
 from graph.containers import Container
 from graph.imageconfig import apply_changes, encode, now
 from graph.reference import parse, with_default_tag
+from jobs.events import image_event
 from jobs.runtime import Runtime
 from jobs.services import GRAPH_DRIVER, IMAGES, LAYERS, RUNTIME
 
@@ -34,22 +35,6 @@ STREAM_IDS = {protocol.STDOUT: 1, protocol.STDERR: 2}
 def mux(stream: int, data: bytes) -> bytes:
     """One frame of Docker's multiplexed stream (1 stdout, 2 stderr)."""
     return struct.pack(">BxxxL", stream, len(data)) + data
-
-
-def parse_detach_keys(text: str) -> bytes:
-    """Docker's ``--detach-keys`` (``ctrl-p,ctrl-q``, letters, ``ctrl-@``…) as bytes."""
-    out = bytearray()
-    for key in filter(None, text.split(",")):
-        if key.startswith("ctrl-") and len(key) == 6:
-            code = ord(key[5].upper()) - 64
-            if 0 <= code < 32 or key[5] in "@[\\]^_":
-                out.append(code & 0x1F)
-                continue
-        elif len(key) == 1:
-            out.append(ord(key))
-            continue
-        raise InvalidArgument(f"detachKeys: invalid detach key: {key!r}")
-    return bytes(out)
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,8 +50,6 @@ class LogsParams:
 
 async def logs(job: Job[LogsParams]) -> None:
     """Write a container's json-file log (framed unless it has a TTY); follow while it runs."""
-    from drivers.logging import jsonfile
-
     rt, p = job.engine[RUNTIME], job.params
     c = rt.get(job.args[0])
     if not (p.stdout or p.stderr):
@@ -109,69 +92,6 @@ def _int(text: str, name: str) -> int:
 
 
 @dataclass(frozen=True, slots=True)
-class AttachParams:
-    stdin: bool = False
-    stdout: bool = False
-    stderr: bool = False
-    stream: bool = True
-    logs: bool = False
-    detachKeys: str = ""
-
-
-async def attach(job: Job[AttachParams]) -> None:
-    """Attach to a container's stdio: emit ``{"attached": true}`` once connected, then copy
-    stdin in and output out until the container ends or stdin's detach keys arrive."""
-    rt, p = job.engine[RUNTIME], job.params
-    c = rt.get(job.args[0])
-    if c.state.paused:
-        raise FailedPrecondition(f"Container {c.id} is paused. Unpause the container first")
-    if p.stdin and not c.config.get("OpenStdin"):
-        p = AttachParams(False, p.stdout, p.stderr, p.stream, p.logs, p.detachKeys)
-    keys = parse_detach_keys(p.detachKeys or "ctrl-p,ctrl-q")
-    request = AttachRequest(-1, p.stdin, p.stdout, p.stderr, bool(c.config.get("StdinOnce")))
-    conn = await rt.attach(c, request)
-    tty = bool(c.config.get("Tty"))
-    job.emit({"attached": True, "tty": tty})
-    feeding = asyncio.ensure_future(_feed(job, conn, keys)) if p.stdin else None
-    try:
-        while True:
-            try:
-                kind, payload = await conn.recv()
-            except protocol.ProtocolError:
-                break
-            if kind in STREAM_IDS:
-                await job.stdout.write(payload if tty else mux(STREAM_IDS[kind], payload))
-            elif kind == protocol.CONTROL and b'"exit"' in payload:
-                break
-            if feeding is not None and feeding.done() and feeding.result() == "detached":
-                break
-    finally:
-        if feeding is not None:
-            feeding.cancel()
-            with contextlib.suppress(BaseException):
-                await feeding
-        conn.close()
-
-
-async def _feed(job: Job[Any], conn: protocol.Connection, keys: bytes) -> str:
-    matched = 0
-    while True:
-        data = await job.stdin.read(65536)
-        if not data:
-            await conn.send(protocol.STDIN_EOF)
-            return "eof"
-        if keys:
-            for i, byte in enumerate(data):
-                matched = matched + 1 if byte == keys[matched] else (1 if byte == keys[0] else 0)
-                if matched == len(keys):
-                    if i + 1 - len(keys) > 0:
-                        await conn.send(protocol.STDIN, data[: i + 1 - len(keys)])
-                    conn.close()
-                    return "detached"
-        await conn.send(protocol.STDIN, data)
-
-
-@dataclass(frozen=True, slots=True)
 class ResizeParams:
     h: int = 0
     w: int = 0
@@ -186,6 +106,7 @@ async def resize(job: Job[ResizeParams]) -> None:
     if job.params.h < 0 or job.params.w < 0:
         raise InvalidArgument("h, w: must not be negative")
     await rt.execdriver.resize(rt.run_dir(c.id), job.params.h, job.params.w)
+    rt.event(c, "resize", height=str(job.params.h), width=str(job.params.w))
 
 
 @contextlib.contextmanager
@@ -217,6 +138,7 @@ async def export(job: Job[Any]) -> None:
             out.flush()
 
     await in_thread(work)
+    rt.event(c, "export")
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,6 +170,10 @@ async def commit(job: Job[CommitParams]) -> None:
     finally:
         if paused:
             await asyncio.to_thread(rt.execdriver.resume, c.state.monitor)
+    if ref is not None:
+        image_event(job.engine, "tag", image_id, ref.familiar)
+    rt.event(c, "commit", comment=p.comment, imageID=image_id,
+             imageRef=ref.familiar if ref else "")  # fmt: skip
     job.emit({"Id": image_id})
 
 
@@ -323,6 +249,7 @@ async def archive_get(job: Job[ArchiveParams]) -> None:
             out.flush()
 
         await in_thread(work)
+    rt.event(c, "archive-path")
 
 
 async def archive_put(job: Job[ArchiveParams]) -> None:
@@ -340,6 +267,7 @@ async def archive_put(job: Job[ArchiveParams]) -> None:
                           copy_uid_gid=p.copyUIDGID)  # fmt: skip
 
         await in_thread(_named(work, c))
+    rt.event(c, "extract-to-dir")
 
 
 def _named(fn: Any, c: Container) -> Any:
@@ -359,10 +287,9 @@ def _named(fn: Any, c: Container) -> Any:
 
 
 def install(engine: Engine) -> None:
-    """Register logs, attach, resize, export, commit and the archive jobs."""
+    """Register logs, resize, export, commit and the archive jobs."""
     one = ArgSpec(("container",))
     engine.register("logs", logs, params=LogsParams, args=one)
-    engine.register("attach", attach, params=AttachParams, args=one)
     engine.register("resize", resize, params=ResizeParams, args=one)
     engine.register("export", export, args=one)
     engine.register("commit", commit, params=CommitParams, args=one)

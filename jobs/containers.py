@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import logging
 import secrets
 import signal as signals
 import time
@@ -31,6 +32,8 @@ from jobs import containerconfig as cc
 from jobs.runtime import Runtime, now_rfc3339
 from jobs.services import GRAPH_DRIVER, IMAGES, RUNTIME, VOLUMES
 
+log = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True, slots=True)
 class CreateParams:
@@ -47,10 +50,7 @@ async def create(job: Job[CreateParams]) -> None:
     ref = str(request.config.get("Image") or "")
     if not ref:
         raise InvalidArgument("Config.Image: an image is required")
-    try:
-        image = await asyncio.to_thread(images.resolve, ref)
-    except NotFound:
-        raise NotFound(f"No such image: {ref}") from None
+    image = await asyncio.to_thread(images.resolve, ref)  # "No such image: x:latest" as dockerd
     config = cc.merge_image(request.config, image.json().get("config") or {})  # type: ignore[arg-type]
     name = cc.check_name(job.params.name) if job.params.name else ""
     name = name or cc.random_name(rt.store.name_taken)
@@ -65,6 +65,8 @@ async def create(job: Job[CreateParams]) -> None:
         await asyncio.to_thread(_undo_create, job.engine, rt, id)
         raise
     rt.add(container)
+    rt.volume_events(container, "create")
+    rt.event(container, "create")
     job.emit({"Id": id, "Warnings": []})
 
 
@@ -131,8 +133,10 @@ def _undo_create(engine: Engine, rt: Runtime, id: str) -> None:
     rt.store.forget(id)
 
 
-async def remove_volumes(volumes: Any, container: Container) -> None:
-    """Remove the anonymous volumes of a removed container (``rm -v``); named ones stay."""
+async def remove_volumes(volumes: Any, container: Container) -> list[Any]:
+    """Remove the anonymous volumes of a removed container (``rm -v``); named ones stay.
+    Return the volumes removed."""
+    removed = []
     for mount in container.mounts:
         if mount.get("Type") != "volume" or not mount.get("Name"):
             continue
@@ -140,6 +144,8 @@ async def remove_volumes(volumes: Any, container: Container) -> None:
             volume = await asyncio.to_thread(volumes.get, mount["Name"])
             if volume.anonymous:
                 await asyncio.to_thread(volumes.remove, volume.name)
+                removed.append(volume)
+    return removed
 
 
 async def start_container(rt: Runtime, container: Container, *, restarting: bool = False) -> bool:
@@ -190,14 +196,29 @@ async def start_container(rt: Runtime, container: Container, *, restarting: bool
             container.manually_stopped = False
         await rt.save(container)
         rt.running(container, watch)
+        rt.volume_events(container, "mount")
+        rt.event(container, "start")
     return True
 
 
 async def start(job: Job[Any]) -> None:
-    """Start a container; emit ``{"started": bool}`` (false: it was running already)."""
+    """Start a container; emit ``{"started": bool}`` (false: it was running already).
+
+    An ``AutoRemove`` container that fails to start is removed with its anonymous volumes, as
+    dockerd does: ``docker run --rm`` waits for the removal (``wait?condition=removed``).
+    """
     rt = job.engine[RUNTIME]
     container = rt.get(job.args[0])
-    job.emit({"started": await start_container(rt, container)})
+    try:
+        started = await start_container(rt, container)
+    except EngineError:
+        if container.host_config.get("AutoRemove"):
+            try:
+                await rt.remove(container, force=True, volumes=True)
+            except EngineError as exc:
+                log.warning("could not remove %s after it failed to start: %s", container.id, exc)
+        raise
+    job.emit({"started": started})
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,7 +238,10 @@ async def stop(job: Job[StopParams]) -> None:
     rt = job.engine[RUNTIME]
     container = rt.get(job.args[0])
     signum, timeout = _stop_args(container, job.params)
-    job.emit({"stopped": await rt.stop(container, signum, timeout)})
+    stopped = await rt.stop(container, signum, timeout)
+    if stopped:
+        rt.event(container, "stop")
+    job.emit({"stopped": stopped})
 
 
 async def restart(job: Job[StopParams]) -> None:
@@ -225,9 +249,11 @@ async def restart(job: Job[StopParams]) -> None:
     rt = job.engine[RUNTIME]
     container = rt.get(job.args[0])
     signum, timeout = _stop_args(container, job.params)
-    await rt.stop(container, signum, timeout)
+    if await rt.stop(container, signum, timeout):
+        rt.event(container, "stop")
     await start_container(rt, container)
     container.restart_count = 0
+    rt.event(container, "restart")
 
 
 @dataclass(frozen=True, slots=True)
@@ -275,6 +301,7 @@ async def pause(job: Job[Any]) -> None:
         await asyncio.to_thread(rt.execdriver.pause, state.monitor)
         state.paused, state.status = True, "paused"
         await rt.save(container)
+        rt.event(container, "pause")
 
 
 async def unpause(job: Job[Any]) -> None:
@@ -288,6 +315,7 @@ async def unpause(job: Job[Any]) -> None:
         await asyncio.to_thread(rt.execdriver.resume, state.monitor)
         state.paused, state.status = False, "running"
         await rt.save(container)
+        rt.event(container, "unpause")
 
 
 @dataclass(frozen=True, slots=True)
@@ -319,8 +347,9 @@ async def rename(job: Job[Any]) -> None:
     if new == container.name:
         raise InvalidArgument("Renaming a container with the same name as its current name")
     await asyncio.to_thread(rt.store.rename, container.id, container.name, new)
-    container.name = new
+    old, container.name = container.name, new
     await rt.save(container)
+    rt.event(container, "rename", oldName=f"/{old}")
 
 
 async def update(job: Job[CreateParams]) -> None:
@@ -334,6 +363,7 @@ async def update(job: Job[CreateParams]) -> None:
             await asyncio.to_thread(rt.execdriver.update, container.state.monitor, resources)
         container.host_config.update(changes)
         await rt.save(container)
+    rt.event(container, "update")
     job.emit({"Warnings": []})
 
 

@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import os
 import secrets
-import struct
-import termios
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any
 
+from drivers.exec.native.linux import open_pty, set_winsize
 from drivers.exec.spec import ExecSpec, Process
 from engine import ArgSpec, Engine, Job
 from engine.errors import FailedPrecondition, InvalidArgument, NotFound
@@ -25,9 +23,6 @@ from jobs import containerconfig as cc
 from jobs.containerio import mux
 from jobs.runtime import Runtime
 from jobs.services import RUNTIME
-
-TIOCSPTLCK: Final = 0x40045431
-TIOCGPTPEER: Final = 0x5441
 
 
 @dataclass
@@ -69,6 +64,7 @@ async def exec_create(job: Job[ExecCreateParams]) -> None:
     process = cc.exec_process(job.params.body, c.config, c.host_config, rt.held_caps)
     id = secrets.token_hex(32)
     rt.execs[id] = ExecInstance(id, c.id, process, dict(job.params.body))
+    rt.event(c, f"exec_create: {' '.join(process.args)}", execID=id)
     job.emit({"Id": id})
 
 
@@ -97,6 +93,7 @@ async def exec_start(job: Job[ExecStartParams]) -> None:
         cgroup=dict(c.state.monitor.get("cgroup") or {}), process=process,
         privileged=bool(instance.config.get("Privileged")),
     )  # fmt: skip
+    rt.event(c, f"exec_start: {' '.join(process.args)}", execID=instance.id)
     try:
         handle = await rt.execdriver.exec(spec, theirs)
     except BaseException:
@@ -112,9 +109,9 @@ async def exec_start(job: Job[ExecStartParams]) -> None:
         instance.master = ours["out"]
         size = job.params.ConsoleSize
         if size and len(size) == 2 and size[0] and size[1]:
-            _winsize(instance.master, size[0], size[1])
+            set_winsize(instance.master, size[0], size[1])
     if detach:
-        instance.task = asyncio.ensure_future(_finish(instance, handle))
+        instance.task = asyncio.ensure_future(_finish(rt, instance, handle))
         return
     job.emit({"attached": True, "tty": process.tty})
     try:
@@ -124,24 +121,14 @@ async def exec_start(job: Job[ExecStartParams]) -> None:
             with contextlib.suppress(OSError):
                 os.close(fd)
         instance.master = -1
-    await _finish(instance, handle)
+    await _finish(rt, instance, handle)
 
 
-async def _finish(instance: ExecInstance, handle: Any) -> None:
+async def _finish(rt: Runtime, instance: ExecInstance, handle: Any) -> None:
     instance.exit_code = await handle.wait()
     instance.running = False
-
-
-def _container_pty(pid: int) -> tuple[int, int]:
-    """A pty pair from the container's own devpts instance (so ``tty`` inside names it)."""
-    master = os.open(f"/proc/{pid}/root/dev/pts/ptmx", os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
-    try:
-        fcntl.ioctl(master, TIOCSPTLCK, struct.pack("i", 0))
-        slave = fcntl.ioctl(master, TIOCGPTPEER, os.O_RDWR | os.O_NOCTTY)
-    except BaseException:
-        os.close(master)
-        raise
-    return master, int(slave)
+    if (c := rt.containers.get(instance.container_id)) is not None:
+        rt.event(c, "exec_die", execID=instance.id, exitCode=str(instance.exit_code))
 
 
 def _stdio(process: Process, detach: bool, pid: int) -> tuple[dict[str, int], tuple[int, int, int]]:
@@ -149,7 +136,8 @@ def _stdio(process: Process, detach: bool, pid: int) -> tuple[dict[str, int], tu
         null = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)
         return {}, (null, null, null)
     if process.tty:
-        master, slave = _container_pty(pid)
+        # A pty from the container's own devpts instance, so that ``tty`` inside names it.
+        master, slave = open_pty(f"/proc/{pid}/root/dev/pts/ptmx")
         os.set_blocking(master, False)
         return {"out": master, "in": master}, (slave, slave, slave)
     ours: dict[str, int] = {}
@@ -250,11 +238,7 @@ async def exec_resize(job: Job[ExecResizeParams]) -> None:
         raise FailedPrecondition(f"exec {e.id} has no running terminal")
     if job.params.h < 0 or job.params.w < 0:
         raise InvalidArgument("h, w: must not be negative")
-    _winsize(e.master, job.params.h, job.params.w)
-
-
-def _winsize(fd: int, rows: int, cols: int) -> None:
-    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+    set_winsize(e.master, job.params.h, job.params.w)
 
 
 def install(engine: Engine) -> None:

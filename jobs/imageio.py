@@ -21,10 +21,11 @@ from engine import ArgSpec, Engine, Job
 from engine.errors import Cancelled, InvalidArgument, Unavailable
 from engine.streams import Read, in_thread, reader, writer
 from graph.imageconfig import apply_changes, encode, new_config
-from graph.images import Image, ImageStore
+from graph.images import Image, ImageStore, image_id
 from graph.imagetar import ArchiveImage, LayerBlob, read_archive, write_archive
 from graph.layers import Layer, LayerStore
 from graph.reference import Reference, parse, with_default_tag
+from jobs.events import image_event
 from jobs.images import named_by_id
 from jobs.services import DAEMON, IMAGES, LAYERS
 
@@ -64,6 +65,9 @@ async def import_(job: Job[ImportParams]) -> None:
 
     async with _source(job, source) as read:
         image = await in_thread(lambda stop: work(read, stop))
+    if ref:
+        image_event(job.engine, "tag", image, ref.familiar)
+    image_event(job.engine, "import", image)
     job.emit({"status": image.id})
 
 
@@ -85,7 +89,9 @@ async def _source(job: Job[Any], source: str) -> AsyncIterator[Read]:
 
 @dataclass(frozen=True, slots=True)
 class LoadParams:
-    quiet: bool = field(default=False, metadata={"doc": "emit nothing while loading"})
+    quiet: bool = field(
+        default=False, metadata={"doc": "no progress; the 'Loaded image' lines come regardless"}
+    )
 
 
 async def load(job: Job[LoadParams]) -> None:
@@ -95,11 +101,13 @@ async def load(job: Job[LoadParams]) -> None:
     store, layers = job.engine[IMAGES], job.engine[LAYERS]
 
     def say(text: str) -> None:
-        if not job.params.quiet:
-            loop.call_soon_threadsafe(job.emit, {"stream": text + "\n"})
+        loop.call_soon_threadsafe(job.emit, {"stream": text + "\n"})
+
+    def loaded(image: Image, name: str) -> None:  # in the worker thread: the log allows it
+        image_event(job.engine, "load", image, name)
 
     def run(stop: threading.Event) -> None:
-        _load(store, layers, reader(job.stdin.read, stop, loop), work, say, stop)
+        _load(store, layers, reader(job.stdin.read, stop, loop), work, say, stop, loaded)
 
     try:
         await in_thread(run)
@@ -114,6 +122,7 @@ def _load(
     work: Path,
     say: Callable[[str], None],
     stop: threading.Event,
+    loaded: Callable[[Image, str], None] = lambda image, name: None,
 ) -> None:
     work.mkdir(parents=True, exist_ok=True)
     registered: list[str] = []  # released again if the load fails: no image, no stray layers
@@ -139,8 +148,10 @@ def _load(
                         say(f"The image {name} already exists, renaming the old one with ID {old} "
                             "to empty string")  # fmt: skip
                     say(f"Loaded image: {name}")
+                    loaded(image, name)
                 if not item.repo_tags:
                     say(f"Loaded image ID: {image.id}")
+                    loaded(image, image.id)
     except BaseException:
         layers.release(registered)
         raise
@@ -163,6 +174,8 @@ async def image_export(job: Job[Any]) -> None:
         out.flush()
 
     await in_thread(save)
+    for item in images:
+        image_event(job.engine, "save", image_id(item.config), (*item.repo_tags, "")[0])
 
 
 def _archived(store: ImageStore, layers: LayerStore, name: str) -> ArchiveImage:

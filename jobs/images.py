@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import fnmatch
+import functools
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from engine.errors import FailedPrecondition, InvalidArgument, Unavailable
 from graph.images import Image, ImageStore
 from graph.layers import LayerStore
 from graph.reference import familiar_name, is_full_id, parse, with_default_tag
+from jobs.events import image_event
 from jobs.services import GRAPH_DRIVER, IMAGES, LAYERS, RUNTIME
 
 _RFC3339: Final = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d+)?(Z|[+-]\d\d:\d\d)")
@@ -31,6 +33,7 @@ CONFIG_DEFAULTS: Final[dict[str, object]] = {
 }  # fmt: skip
 
 
+@functools.lru_cache(maxsize=8192)  # every list call converts the same few thousand strings
 def unix_time(created: str) -> int:
     """Seconds since the epoch of an RFC 3339 time with up to nanoseconds (0 if malformed)."""
     m = _RFC3339.fullmatch(created)
@@ -200,6 +203,7 @@ async def tag(job: Job[Any]) -> None:
     target = parse(job.args[1])
     image = await asyncio.to_thread(store.resolve, job.args[0])
     await asyncio.to_thread(store.tag, image.id, target)
+    image_event(job.engine, "tag", image, with_default_tag(target).familiar)
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,11 +218,16 @@ async def image_delete(job: Job[DeleteParams]) -> None:
         users_of = job.engine[RUNTIME].store.users_of
     except Unavailable:  # an engine without containers (a tool, a test): no image is in use
         users_of = _no_users
+    image = await asyncio.to_thread(job.engine[IMAGES].resolve, job.args[0])
     rows = await asyncio.to_thread(
         _delete, job.engine[IMAGES], job.engine[LAYERS], job.args[0], job.params, users_of
     )
     for row in rows:
         job.emit(row)
+        if "Untagged" in row:
+            image_event(job.engine, "untag", image, row["Untagged"])
+        else:
+            image_event(job.engine, "delete", row["Deleted"])
 
 
 def _no_users(image: str) -> list[str]:
@@ -270,8 +279,8 @@ def _delete(
         if p.noprune or not image.parent:
             return out
         image = store.get(image.parent)
-        if image.tags or image.digests or store.children(image.id):
-            return out
+        if image.tags or image.digests or store.children(image.id) or users_of(image.id):
+            return out  # a parent still named, built on or used by a container stays
 
 
 def install(engine: Engine) -> None:

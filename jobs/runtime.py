@@ -33,6 +33,7 @@ from drivers.exec.spec import Exit, held_capabilities
 from drivers.graph import GraphDriver
 from engine.errors import FailedPrecondition, InvalidArgument, NotFound
 from graph.containers import Container, ContainerStore, not_found
+from jobs.eventlog import EventLog
 
 log = logging.getLogger("containers")
 
@@ -63,11 +64,30 @@ class Live:
     removed: bool = False
 
 
+class _PendingConnection(Connection):
+    """The daemon's end of an attachment made before the start, with its entry in
+    ``Live.pending``."""
+
+    def __init__(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        entry: tuple[AttachRequest, asyncio.Future[None]],
+    ) -> None:
+        super().__init__(reader, writer)
+        self.entry = entry
+
+
 class Runtime:
     """Containers in memory, their transitions and their watchers; see the module docstring."""
 
     def __init__(
-        self, store: ContainerStore, graph: GraphDriver, execdriver: ExecDriver, exec_root: Path
+        self,
+        store: ContainerStore,
+        graph: GraphDriver,
+        execdriver: ExecDriver,
+        exec_root: Path,
+        events: EventLog | None = None,
     ) -> None:
         self.store, self.graph, self.execdriver = store, graph, execdriver
         self.exec_root = exec_root
@@ -80,6 +100,9 @@ class Runtime:
         self.cgroup_parent = ""  # the daemon's --cgroup-parent
         self.held_caps = held_capabilities()  # read once: what --privileged can grant
         self.execs: dict[str, Any] = {}  # exec instances (jobs.execs)
+        # The daemon's event log (``engine[EVENTS]``): the runtime logs exits itself, including
+        # those ``restore`` finds before any job is installed.
+        self.events = events if events is not None else EventLog()
 
     # -- lookup --------------------------------------------------------------------------------
 
@@ -118,6 +141,31 @@ class Runtime:
         """Persist the container and wake the waiters."""
         await asyncio.to_thread(self.store.save, container)
         await self.notify()
+
+    # -- events --------------------------------------------------------------------------------
+
+    def event(self, container: Container, action: str, **attributes: str) -> None:
+        """Log a container event with dockerd's attributes: *attributes*, the container's
+        labels, ``image`` (as the user named it) and ``name``."""
+        labels = container.config.get("Labels") or {}
+        image = str(container.config.get("Image") or container.image)
+        attrs = {**attributes, **labels, "image": image, "name": container.name}
+        self.events.emit("container", action, container.id, attrs)
+
+    def volume_events(self, container: Container, action: str) -> None:
+        """Log *action* (``create``, ``mount``, ``unmount``) for each volume the container
+        uses, with dockerd's attributes."""
+        for m in container.mounts:
+            if m.get("Type") != "volume":
+                continue
+            attrs = {"driver": str(m.get("Driver") or "local")}
+            if action in ("mount", "unmount"):
+                attrs["container"] = container.id
+            if action == "mount":
+                attrs.update({"destination": str(m.get("Destination", "")),
+                              "read/write": "true" if m.get("RW", True) else "false",
+                              "propagation": str(m.get("Propagation") or "")})  # fmt: skip
+            self.events.emit("volume", action, str(m.get("Name", "")), attrs)
 
     # -- running -------------------------------------------------------------------------------
 
@@ -182,6 +230,10 @@ class Runtime:
                 )
                 state.status, state.restarting, state.running = "restarting", True, True
             await self.save(container)
+        if exit_.oom_killed:
+            self.event(container, "oom")
+        self.event(container, "die", exitCode=str(exit_.code), execDuration=str(int(ran)))
+        self.volume_events(container, "unmount")
         log.info("container %s exited with %d", container.short_id, exit_.code)
         if restart:
             live.restart_sleep = asyncio.ensure_future(self._restart_later(container, live))
@@ -282,6 +334,7 @@ class Runtime:
             await self.cancel_restart(container)
             return
         await self.execdriver.kill(self.run_dir(container.id), signum)
+        self.event(container, "kill", signal=str(signum))
 
     async def stop(self, container: Container, signum: int, timeout: float) -> bool:
         """Signal, wait *timeout* seconds (forever if negative), then SIGKILL; False if it was
@@ -326,10 +379,13 @@ class Runtime:
             container.state.status = "removing"
             await asyncio.to_thread(self._remove_files, container)
             live.removed = True
+            self.close_pending(self.take_attachments(container.id))  # their run never comes
             self.containers.pop(container.id, None)
             self.live.pop(container.id, None)
+            self.event(container, "destroy")
             if volumes and self.on_remove_volumes is not None:
-                await self.on_remove_volumes(container)
+                for volume in await self.on_remove_volumes(container) or ():
+                    self.events.emit("volume", "destroy", volume.name, {"driver": volume.driver})
         await self.notify()
 
     def _remove_files(self, container: Container) -> None:
@@ -349,7 +405,8 @@ class Runtime:
 
     async def attach(self, container: Container, request: AttachRequest) -> Connection:
         """Attach to a container: at once if running, else from the first byte of its next
-        run. Returns the daemon's end of the stream."""
+        run (*pending* until then). Returns the daemon's end of the stream; give it back with
+        ``end_attach``. A pending attachment ends (EOF) if the container is removed first."""
         if container.state.running and not container.state.restarting:
             return await self.execdriver.attach(self.run_dir(container.id), request)
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -357,9 +414,27 @@ class Runtime:
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         pending = AttachRequest(theirs.detach(), request.stdin, request.stdout, request.stderr,
                                 request.stdin_once)  # fmt: skip
-        self.live[container.id].pending.append((pending, done))
-        reader, writer = await asyncio.open_unix_connection(sock=ours)
-        return Connection(reader, writer)
+        entry = (pending, done)
+        self.live[container.id].pending.append(entry)
+        try:
+            reader, writer = await asyncio.open_unix_connection(sock=ours)
+        except BaseException:
+            self._forget_pending(container.id, entry)
+            ours.close()
+            raise
+        return _PendingConnection(reader, writer, entry)
+
+    def end_attach(self, container: Container, conn: Connection) -> None:
+        """Close an attachment; one still pending is unregistered, so no start inherits it."""
+        if isinstance(conn, _PendingConnection):
+            self._forget_pending(container.id, conn.entry)
+        conn.close()
+
+    def _forget_pending(self, id: str, entry: tuple[AttachRequest, asyncio.Future[None]]) -> None:
+        live = self.live.get(id)
+        if live is not None and entry in live.pending:  # else a start or removal took it
+            live.pending.remove(entry)
+            self.close_pending([entry])
 
     def close_pending(self, items: Iterable[tuple[AttachRequest, asyncio.Future[None]]]) -> None:
         """Close the fds of attachments handed to the helper (it has its own copies)."""

@@ -14,6 +14,7 @@ from graph.images import ImageStore
 from graph.jobhistory import JobHistory
 from graph.layers import LayerStore
 from graph.volumes import VolumeStore
+from jobs.eventlog import EventLog
 from jobs.runtime import Runtime
 
 
@@ -40,3 +41,4 @@ IMAGES: Final[Key[ImageStore]] = Key("image store", ImageStore)
 VOLUMES: Final[Key[VolumeStore]] = Key("volume store", VolumeStore)
 RUNTIME: Final[Key[Runtime]] = Key("container runtime", Runtime)
 EXEC_DRIVER: Final[Key[ExecDriver]] = Key("exec driver", ExecDriver)  # type: ignore[type-abstract]
+EVENTS: Final[Key[EventLog]] = Key("event log", EventLog)

@@ -7,29 +7,29 @@ import functools
 import os
 import platform
 import socket
+import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
 from engine import VERSION, Engine, Job
-from jobs.services import DAEMON, EXEC_DRIVER, GRAPH_DRIVER, IMAGES, RUNTIME
+from jobs.services import DAEMON, EVENTS, EXEC_DRIVER, GRAPH_DRIVER, IMAGES, RUNTIME
 
 API_VERSION: Final = "1.45"
 MIN_API_VERSION: Final = "1.24"
+# What the cgroups can enforce, as the exec driver reports it (``"true"``/``"false"``).
+CGROUP_FEATURES: Final = (
+    "MemoryLimit", "SwapLimit", "KernelMemoryTCP", "CpuCfsPeriod", "CpuCfsQuota", "CPUShares",
+    "CPUSet", "PidsLimit", "OomKillDisable",
+)  # fmt: skip
 _ARCH: Final = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "i686": "386"}
 
 
 @functools.cache
 def host_facts() -> dict[str, object]:
     """Return the host's facts that do not change while the daemon runs."""
-    os_name = "Linux"
-    try:
-        for line in Path("/etc/os-release").read_text().splitlines():
-            if line.startswith("PRETTY_NAME="):
-                os_name = line.partition("=")[2].strip().strip('"')
-    except OSError:
-        pass
+    os_name = _os_release("PRETTY_NAME") or "Linux"
     mem = 0
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():
@@ -63,6 +63,10 @@ async def version(job: Job[Any]) -> None:
             "Platform": {"Name": "dockyard"},
             "Components": [{"Name": "Engine", "Version": VERSION, "Details": details}],
             "Version": VERSION,
+            "GitCommit": "",
+            "GoVersion": "",
+            "BuildTime": "",
+            "Experimental": False,
             **details,
         }
     )
@@ -97,10 +101,79 @@ async def info(job: Job[Any]) -> None:
                 "Finished": dict(sorted(engine.counts.items())),
             },
             "JobPlugins": {"Loaded": daemon.plugins, "Failed": daemon.plugin_failures},
+            **_docker_fields(engine),
             "UptimeSeconds": round(time.time() - daemon.started, 3),
             "Warnings": list(daemon.warnings),
         }
     )
+
+
+def _docker_fields(engine: Engine) -> dict[str, object]:
+    """The rest of Docker's ``/info`` fields, true of dockyard: no swarm, no registry mirrors, no
+    proxies or authorization plugins; what is not there is said empty rather than left out."""
+    return {
+        "Plugins": {
+            "Volume": ["local"],
+            "Network": ["host", "null"],
+            "Authorization": None,
+            "Log": ["json-file"],
+        },
+        "IPv4Forwarding": _sysctl("net/ipv4/ip_forward"),
+        "BridgeNfIptables": _sysctl("net/bridge/bridge-nf-call-iptables"),
+        "BridgeNfIp6tables": _sysctl("net/bridge/bridge-nf-call-ip6tables"),
+        "NFd": len(os.listdir("/proc/self/fd")),
+        "NGoroutines": threading.active_count(),
+        "LoggingDriver": "json-file",
+        "NEventsListener": engine[EVENTS].readers,
+        "OSVersion": _os_release("VERSION_ID"),
+        "IndexServerAddress": "https://index.docker.io/v1/",
+        "RegistryConfig": {
+            "AllowNondistributableArtifactsCIDRs": None,
+            "AllowNondistributableArtifactsHostnames": None,
+            "InsecureRegistryCIDRs": [],
+            "IndexConfigs": {},
+            "Mirrors": None,
+        },
+        "GenericResources": None,
+        "HttpProxy": "",
+        "HttpsProxy": "",
+        "NoProxy": "",
+        "Labels": [],
+        "ExperimentalBuild": False,
+        "Swarm": {
+            "NodeID": "",
+            "NodeAddr": "",
+            "LocalNodeState": "inactive",
+            "ControlAvailable": False,
+            "Error": "",
+            "RemoteManagers": None,
+        },
+        "LiveRestoreEnabled": True,  # containers outlive the daemon and are re-attached
+        "Isolation": "",
+        "InitBinary": "",
+        "ContainerdCommit": {"ID": "", "Expected": ""},
+        "RuncCommit": {"ID": "", "Expected": ""},
+        "InitCommit": {"ID": "", "Expected": ""},
+        "CDISpecDirs": [],
+    }
+
+
+def _sysctl(name: str) -> bool:
+    try:
+        return Path("/proc/sys", name).read_text().strip() == "1"
+    except OSError:
+        return False
+
+
+@functools.cache
+def _os_release(key: str) -> str:
+    try:
+        for line in Path("/etc/os-release").read_text().splitlines():
+            if line.startswith(key + "="):
+                return line.partition("=")[2].strip().strip('"')
+    except OSError:
+        pass
+    return ""
 
 
 def _containers(engine: Engine) -> dict[str, object]:
@@ -110,7 +183,9 @@ def _containers(engine: Engine) -> dict[str, object]:
     paused = sum(1 for c in every if c.state.paused)
     running = sum(1 for c in every if c.state.running) - paused
     facts = dict(execdriver.info())
+    limits = {k: facts.get(k) == "true" for k in CGROUP_FEATURES}
     return {
+        **limits,
         "Containers": len(every),
         "ContainersRunning": running,
         "ContainersPaused": paused,

@@ -9,10 +9,14 @@ loop and emit.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from dataclasses import dataclass, field
 from typing import Any
 
 from engine import ArgSpec, Engine, Job
+from engine.errors import NotFound
+from graph.volumes import DRIVER
+from jobs.events import log_event, volume_event
 from jobs.services import VOLUMES
 
 
@@ -31,6 +35,7 @@ async def volume_create(job: Job[CreateParams]) -> None:
     p = job.params
     store = job.engine[VOLUMES]
     volume = await asyncio.to_thread(store.create, p.name, p.driver, p.labels, p.driver_opts)
+    volume_event(job.engine, "create", volume)
     job.emit(volume.record())
 
 
@@ -60,7 +65,12 @@ class RemoveParams:
 
 async def volume_rm(job: Job[RemoveParams]) -> None:
     """Remove a volume no container uses; emit nothing."""
-    await asyncio.to_thread(job.engine[VOLUMES].remove, job.args[0], job.params.force)
+    store, volume = job.engine[VOLUMES], None
+    with contextlib.suppress(NotFound):  # for the event: forced removal of nothing logs none
+        volume = await asyncio.to_thread(store.get, job.args[0])
+    await asyncio.to_thread(store.remove, job.args[0], job.params.force)
+    if volume is not None:
+        volume_event(job.engine, "destroy", volume)
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +84,9 @@ class PruneParams:
 async def volume_prune(job: Job[PruneParams]) -> None:
     """Remove unused volumes; emit ``{"VolumesDeleted": [...], "SpaceReclaimed": n}``."""
     names, reclaimed = await asyncio.to_thread(job.engine[VOLUMES].prune, job.params.filters)
+    for name in names:  # only the local driver exists
+        log_event(job.engine, "volume", "destroy", name, {"driver": DRIVER})
+    log_event(job.engine, "volume", "prune", "", {"reclaimed": str(reclaimed)})
     job.emit({"VolumesDeleted": names or None, "SpaceReclaimed": reclaimed})
 
 

@@ -7,12 +7,19 @@ and released a few milliseconds after the headers, because docker-py reads the s
 http.client's buffer and loses bytes that arrive together with the headers. After the headers
 the client's bytes are the job's stdin; a client that half-closes its side still gets every
 byte of output; the connection is closed when the job ends.
+
+A client that hangs up (closes the connection) looks like a half-close until something is
+written, so once its side has ended the socket is checked every HANGUP_POLL seconds: on a unix
+socket the peer's close shows as POLLHUP, and the connection is then dropped, which cancels the
+handler and with it the job. Over TCP a close cannot be told from a half-close without writing;
+there the job ends at its next output (or when the container ends).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import select
 from typing import Any, Final
 
 from aiohttp import web
@@ -22,6 +29,7 @@ from server.render import raise_failure
 
 HOLD_BACK: Final = 0.05  # seconds between the headers and the first output byte
 HIGH_WATER: Final = 1 << 20
+HANGUP_POLL: Final = 0.1  # seconds between checks for a client gone after its EOF
 
 
 class _Parser:
@@ -41,19 +49,37 @@ class _Parser:
 
 class _KeepOpen(asyncio.Protocol):
     """Wraps aiohttp's protocol so that a client's half-close ends stdin, not the connection:
-    output still flows after the client shut down its writing side."""
+    output still flows after the client shut down its writing side. After the EOF it watches
+    for the client hanging up (see the module docstring)."""
 
-    def __init__(self, inner: Any, parser: _Parser) -> None:
-        self.inner, self.parser = inner, parser
+    def __init__(self, inner: Any, parser: _Parser, transport: asyncio.Transport) -> None:
+        self.inner, self.parser, self.transport = inner, parser, transport
+        self.check: asyncio.TimerHandle | None = None
 
     def data_received(self, data: bytes) -> None:
         self.inner.data_received(data)
 
     def eof_received(self) -> bool:
         self.parser.feed_eof()
+        if self.check is None:
+            self._check_hangup()
         return True
 
+    def _check_hangup(self) -> None:
+        if self.transport.is_closing():
+            self.check = None
+            return
+        if _hung_up(self.transport):
+            self.check = None
+            self.transport.abort()  # connection_lost follows: aiohttp cancels the handler
+            return
+        loop = asyncio.get_running_loop()
+        self.check = loop.call_later(HANGUP_POLL, self._check_hangup)
+
     def connection_lost(self, exc: Exception | None) -> None:
+        if self.check is not None:
+            self.check.cancel()
+            self.check = None
         self.inner.connection_lost(exc)
 
     def pause_writing(self) -> None:
@@ -61,6 +87,20 @@ class _KeepOpen(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self.inner.resume_writing()
+
+
+def _hung_up(transport: asyncio.Transport) -> bool:
+    """Tell whether the peer of *transport* closed its end (POLLHUP or an error pending)."""
+    sock = transport.get_extra_info("socket")
+    if sock is None:
+        return False
+    try:
+        poller = select.poll()
+        poller.register(sock.fileno(), 0)  # POLLHUP and POLLERR are always reported
+        events = poller.poll(0)
+    except (OSError, ValueError):
+        return True
+    return any(mask & (select.POLLHUP | select.POLLERR | select.POLLNVAL) for _, mask in events)
 
 
 def content_type(request: web.Request, tty: bool) -> str:
@@ -129,7 +169,7 @@ async def hijack(request: web.Request, job: Job[Any]) -> web.StreamResponse:
         protocol.keep_alive(False)
 
         if transport is not None:
-            transport.set_protocol(_KeepOpen(protocol, parser))
+            transport.set_protocol(_KeepOpen(protocol, parser, transport))
         await asyncio.sleep(HOLD_BACK)
         live = True
         for data in held:

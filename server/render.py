@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import collections
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Final
@@ -23,6 +24,7 @@ log = logging.getLogger(__name__)
 Renderer = Callable[[web.Request, Job[Any]], Awaitable[web.StreamResponse]]
 JSON: Final = "application/json"
 NDJSON: Final = "application/x-ndjson"
+EVENT_BACKLOG: Final = 4096  # messages an /events client may lag behind before it is cut off
 
 
 def json_response(value: object, status: int = 200) -> web.Response:
@@ -170,4 +172,46 @@ async def tar(request: web.Request, job: Job[Any]) -> web.StreamResponse:
 async def _start(request: web.Request, content_type: str) -> web.StreamResponse:
     response = web.StreamResponse(headers={"Content-Type": content_type})
     await response.prepare(request)
+    return response
+
+
+async def events(request: web.Request, job: Job[Any]) -> web.StreamResponse:
+    """Docker's ``/events``: headers as soon as the job has subscribed (before any event), then
+    one JSON message a line as they come; a client ``EVENT_BACKLOG`` behind is cut off."""
+    subscribed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    wake, backlog = asyncio.Event(), collections.deque[Mapping[str, object]]()
+
+    def sink(record: Mapping[str, object]) -> None:
+        if "subscribed" in record:
+            if not subscribed.done():
+                subscribed.set_result(None)
+        elif len(backlog) < EVENT_BACKLOG:
+            backlog.append(record)
+            wake.set()
+        else:
+            task.cancel()  # the client does not keep up: end its stream
+
+    job.stdout.attach(sink)
+    task = asyncio.ensure_future(job.run())
+    task.add_done_callback(lambda _: wake.set())
+    try:
+        await asyncio.wait([task, subscribed], return_when=asyncio.FIRST_COMPLETED)
+        if not subscribed.done():
+            await settle(task)
+            raise_failure(job, task)
+        response = web.StreamResponse(headers={"Content-Type": JSON})
+        await response.prepare(request)
+        while backlog or not task.done():
+            while backlog:
+                await response.write(orjson.dumps(backlog.popleft()) + b"\n")
+            wake.clear()
+            if not task.done():
+                await wake.wait()
+    finally:  # the client went away or a write failed: stop the job
+        if not task.done():
+            task.cancel()
+            await asyncio.wait([task])
+    if not task.cancelled():
+        task.exception()  # a late failure is in the job's log and history; the stream just ends
+    await response.write_eof()
     return response

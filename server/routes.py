@@ -228,6 +228,7 @@ async def created_one(request: web.Request, job: Job[Any]) -> web.StreamResponse
 ROUTES: Final[tuple[Route, ...]] = (
     Route("GET", "/version", "version", nothing(), render.one),
     Route("GET", "/info", "info", nothing(), render.one),
+    Route("GET", "/events", "events", query("since", "until", "filters"), render.events),
     Route("GET", "/jobs", "commands", nothing(), render.array),
     Route("GET", "/jobs/running", "jobs", query(which="running"), render.array),
     Route("GET", "/jobs/history", "jobs", query(which="history"), render.array),

@@ -12,6 +12,7 @@ import logging
 import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Final
 
 from aiohttp import web
 
@@ -26,6 +27,8 @@ from server.listeners import (
     tls_context,
     unix_socket,
 )
+
+MAX_LINE: Final = 64 * 1024
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +65,15 @@ async def serveapi(job: Job[ServeParams]) -> None:
                 "plain HTTP, which gives root on this machine to anyone who can connect)"
             )
     gid = group_id(p.group) if any(a.proto == "unix" for a in addresses) else 0
-    runner = web.AppRunner(build_app(job.engine), handler_cancellation=True, access_log=None)
+    runner = web.AppRunner(
+        build_app(job.engine),
+        handler_cancellation=True,
+        access_log=None,
+        # X-Registry-Auth/-Config carry base64 JSON and filters ride in the query string: allow
+        # 64 KiB lines and fields (aiohttp's default is 8 KiB), within Go's 1 MiB of headers.
+        max_line_size=MAX_LINE,
+        max_field_size=MAX_LINE,
+    )
     await runner.setup()
     sockets: list[tuple[Path, int]] = []
     try:

@@ -11,7 +11,10 @@ Lifecycle: the monitor process owns one ``JsonFileWriter`` per container run (ap
 existing log) and closes it when the container's streams end. The daemon reads the files at any
 time, from another process: ``read_logs`` for a snapshot, ``follow_logs`` for ``logs -f``, which
 tracks the writer across rotations by inode. Every record reaches the file in one ``os.write``,
-so readers only ever consider bytes up to the last newline.
+so readers only ever consider bytes up to the last newline. A *mark* (``log_mark``) is where the
+log ended at one moment (current file's inode, size, change time and last bytes); ``read_until``
+reads the records written before a mark, which is how ``attach?logs=1`` joins its replay to live
+output.
 
 Times are integers of nanoseconds since the epoch (``time_ns``): the file keeps all nine digits,
 ``format_time`` prints them as Go's RFC3339Nano does (``logs -t``).
@@ -66,6 +69,33 @@ class LogRecord:
     def partial(self) -> bool:
         """Tell whether the record is a chunk of a longer line (no trailing newline)."""
         return not self.data.endswith(b"\n")
+
+
+@dataclass(frozen=True, slots=True)
+class LogMark:
+    """Where the log ended at one moment: the current file's inode, size, modification time and
+    last bytes (which end with the last record's time, so they also tell a later file that
+    reuses the inode, or the same file truncated and written again). All 0 and empty when there
+    was no log. Two equal marks mean nothing was written in between."""
+
+    inode: int
+    size: int
+    mtime_ns: int
+    tail: bytes
+
+
+def log_mark(path: str | Path) -> LogMark:
+    """Return where the log at *path* ends now (see LogMark)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return LogMark(0, 0, 0, b"")
+    try:
+        st = os.fstat(fd)
+        tail = os.pread(fd, min(_MARK, st.st_size), st.st_size - min(_MARK, st.st_size))
+        return LogMark(st.st_ino, st.st_size, st.st_mtime_ns, tail)
+    finally:
+        os.close(fd)
 
 
 class JsonFileWriter:
@@ -365,18 +395,54 @@ def read_logs(
         cursor.close()
 
 
+def read_until(
+    path: str | Path,
+    *,
+    max_file: int,
+    end: LogMark,
+    start: LogMark | None = None,
+    stdout: bool = True,
+    stderr: bool = True,
+) -> Iterator[LogRecord]:
+    """Yield the records stored before *end* (and after *start*, if given), oldest first, across
+    rotations since; nothing if a marked file was rotated away or truncated meanwhile."""
+    if not end.inode:
+        return
+    wanted = _wanted(stdout, stderr, 0, 0)
+    cursor = _Cursor(
+        Path(path), max_file, end, start if start is not None and start.inode else None
+    )
+    try:
+        yield from cursor.start(-1, wanted)
+        moved = True
+        while moved:
+            recs, moved = cursor.step()
+            yield from filter(wanted, recs)
+    finally:
+        cursor.close()
+
+
+def _holds(fd: int, end: LogMark) -> bool:
+    """Tell whether *fd* is the file *end* was taken of, still holding what it marked."""
+    start = end.size - len(end.tail)
+    return start >= 0 and os.pread(fd, len(end.tail), start) == end.tail
+
+
 class _Cursor:
     """A reader's place in the log: an open file and the offset after its last line read.
 
     Each read also covers the bytes before the offset (a truncation in place changes them). At
     the end of a file whose name now holds another inode it reads once more (the writer may have
-    appended before renaming) and moves on to the file rotated in after it.
+    appended before renaming) and moves on to the file rotated in after it. With an *end* mark it
+    stops there: in the file of that inode, at that size; with a *begin* mark it starts there.
     """
 
-    def __init__(self, path: Path, max_file: int) -> None:
-        self.path, self.max_file = path, max_file
+    def __init__(
+        self, path: Path, max_file: int, end: LogMark | None = None, begin: LogMark | None = None
+    ) -> None:
+        self.path, self.max_file, self.end, self.begin = path, max_file, end, begin
         self.fd, self.inode, self.pos, self.mark = -1, 0, 0, b""
-        self.rotated = self.closed = False
+        self.rotated = self.closed = self.finished = False
         self._lock = threading.Lock()  # start() may finish in a thread after close()
 
     def start(self, tail: int, wanted: _Test) -> list[LogRecord]:
@@ -386,7 +452,18 @@ class _Cursor:
         try:
             if not chain:
                 return []
-            if tail < 0:
+            end = self.end
+            if end is not None and not any(i == end.inode and _holds(fd, end) for fd, i in chain):
+                self.finished = True  # the marked file is gone, and every older one with it
+                return []
+            if self.begin is not None:
+                begin = self.begin
+                at = [i for i, (fd, inode) in enumerate(chain) if inode == begin.inode]
+                if not at or not _holds(chain[at[0]][0], begin):
+                    self.finished = True  # the file it starts in is gone
+                    return []
+                found, pos, (fd, inode) = list[LogRecord](), begin.size, chain.pop(at[0])
+            elif tail < 0:
                 found, pos, (fd, inode) = list[LogRecord](), 0, chain.pop()
             else:
                 (found, pos), (fd, inode) = _tail(chain, tail, wanted), chain.pop(0)
@@ -406,6 +483,8 @@ class _Cursor:
         self.fd, self.inode, self.pos, self.rotated = fd, inode, pos, False
         size = min(pos, _MARK)
         self.mark = os.pread(fd, size, pos - size)
+        if self.end is not None and inode == self.end.inode and not _holds(fd, self.end):
+            self.finished = True  # another file now has the inode, or it was truncated
 
     def close(self) -> None:
         """Close the file; a later start() closes what it opened."""
@@ -417,15 +496,23 @@ class _Cursor:
 
     def step(self) -> tuple[list[LogRecord], bool]:
         """Read at most one chunk; return its records and whether the cursor moved at all."""
+        if self.finished:
+            return [], False
         if self.fd < 0:
             chain = _open_chain(self.path, 1)
             if chain:
                 self.attach(*chain[0], 0)
             return [], bool(chain)
-        size = len(self.mark)
-        buf = os.pread(self.fd, _CHUNK + size, self.pos - size)
-        if buf[:size] != self.mark:  # truncated in place (max-file 1): start again at 0
-            self.pos, self.mark = 0, b""
+        size, want = len(self.mark), _CHUNK
+        last = self.end is not None and self.inode == self.end.inode
+        if self.end is not None and last:
+            want = min(want, self.end.size - self.pos)
+        buf = os.pread(self.fd, want + size, self.pos - size) if want > 0 else b""
+        if buf[:size] != self.mark or (last and want > 0 and len(buf) == size):
+            if last:  # the marked file was truncated in place: its lines are gone
+                self.finished = True
+                return [], False
+            self.pos, self.mark = 0, b""  # truncated in place (max-file 1): start again at 0
             return [], True
         data = buf[size:]
         cut = data.rfind(b"\n") + 1
@@ -435,6 +522,9 @@ class _Cursor:
             self.pos += cut
             self.mark = (self.mark + data[:cut])[-_MARK:]
             return _parse_lines(data[:cut]), True
+        if last:  # at the mark
+            self.finished = True
+            return [], False
         if self.rotated:
             return [], self._next_file()
         # A missing name is the moment between the writer's rename and its new file.

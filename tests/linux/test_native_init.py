@@ -33,47 +33,50 @@ DEFAULT_MASK = "00000000a80425fb"
 LEAK_FD = 9
 # Runs in a fresh interpreter (importing neither pytest nor this module, to start fast).
 _HARNESS = """
-import os, sys
+import os, socket, sys
 import orjson
-from drivers.exec.native import linux, rootfs, security
+from drivers.exec.native import init, linux, protocol, rootfs, security
 from drivers.exec.spec import ContainerSpec, from_json
 
 cfg = orjson.loads(sys.argv[1])
 spec = from_json(ContainerSpec, cfg["spec"])
 if cfg["leak"]:  # an fd on a host directory that the child must neither keep nor use
     os.dup2(os.open(cfg["leak"], os.O_RDONLY | os.O_DIRECTORY), cfg["leak_fd"])
-master = slave = -1
-if spec.process.tty:
-    master, slave = os.openpty()
-    rdev = os.fstat(slave).st_rdev
-    sys.stderr.write(f"pty={os.major(rdev):x}:{os.minor(rdev):x}\\n")
-    sys.stderr.flush()
+master = -1
+console_r = console_w = None
+if spec.process.tty:  # the console's master comes back on a socket, as to the monitor
+    console_r, console_w = socket.socketpair()
 linux.unshare(linux.CLONE_NEWPID)
 err_r, err_w = os.pipe()
 pid = os.fork()
 if pid == 0:
     try:
         os.close(err_r)
-        if master >= 0:
-            os.close(master)
+        if console_w is not None:
+            console_r.close()
             os.setsid()
-            for target in (0, 1, 2):
-                os.dup2(slave, target)
         flags = 0
         for kind in spec.namespaces:
             flags |= 0 if kind == "pid" else linux.NS_FLAGS[kind]
         linux.unshare(flags)
-        rootfs.setup(spec)
+        console = rootfs.setup(spec)
+        if console is not None:
+            init.take_console(spec, console, console_w.detach())
         security.exec_process(spec.process, privileged=spec.privileged)
     except BaseException as exc:
         os.write(err_w, f"{type(exc).__name__}: {exc}".encode())
         os._exit(125)
 os.close(err_w)
+if console_w is not None:
+    console_w.close()
+    try:
+        master = protocol.recv_request(console_r)[1][0]
+    except protocol.ProtocolError:  # the child failed before it had a console
+        pass
 err = b""
 while chunk := os.read(err_r, 65536):
     err += chunk
 if master >= 0:
-    os.close(slave)
     while True:
         try:
             data = os.read(master, 65536)
@@ -162,7 +165,7 @@ def shared_dir(tmp_path: Path) -> Any:
 
 def spec_for(top: Path, *args: str, **kw: Any) -> ContainerSpec:
     """A container spec for rootfs *top* running *args*; Process fields may be given in *kw*."""
-    fields = ("user", "caps", "cwd", "no_new_privileges", "tty", "env", "rlimits")
+    fields = ("user", "caps", "cwd", "no_new_privileges", "tty", "env", "rlimits", "console_size")
     proc = {k: kw.pop(k) for k in fields if k in kw}
     proc.setdefault("env", ("PATH=/bin", "HOSTNAME=box"))
     return ContainerSpec(
@@ -450,10 +453,12 @@ def test_bad_sysctl_is_refused_before_anything(root: Path) -> None:
 
 
 def test_tty_console_is_the_pty(root: Path) -> None:
-    res = sh(root, "stat -c %t:%T /dev/console", tty=True)
+    """The terminal is pts 0 of the container's own devpts, also bound on /dev/console."""
+    script = "tty; stat -L -c %t:%T /dev/console /dev/pts/0 /proc/self/fd/0; stty size"
+    res = sh(root, script, tty=True, console_size=(33, 77))
     assert res.returncode == 0, res.stderr
-    pty = res.stderr.split("pty=")[1].split()[0]
-    assert res.stdout.strip() == pty
+    lines = res.stdout.replace("\r", "").split("\n")
+    assert lines[:5] == ["/dev/pts/0", "88:0", "88:0", "88:0", "33 77"], res.stdout
 
 
 def test_nothing_propagates_from_a_shared_host_mount(shared_dir: Path, tmp_path: Path) -> None:

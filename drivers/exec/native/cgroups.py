@@ -152,6 +152,45 @@ def version(root: str = ROOT) -> str:
     return Hierarchy.detect(root).version
 
 
+def features(root: str = ROOT) -> dict[str, bool]:
+    """Which limits this host's cgroups can enforce, under Docker's ``info`` field names."""
+    h = Hierarchy.detect(root)
+    if h.version == "2":
+        own = h.own[""]
+        text = read(os.path.join(own, "cgroup.controllers")) or ""
+        have = set(text.split())
+        # The root cgroup has no memory.swap.max; below it, the file is there exactly when the
+        # kernel accounts swap (it does unless booted with cgroup.memory=noswap).
+        swap = own == os.path.normpath(root) or os.path.exists(os.path.join(own, "memory.swap.max"))
+        return {
+            "MemoryLimit": "memory" in have,
+            "SwapLimit": "memory" in have and swap,
+            "KernelMemoryTCP": False,  # HostConfig.KernelMemoryTCP is not applied
+            "CpuCfsPeriod": "cpu" in have,
+            "CpuCfsQuota": "cpu" in have,
+            "CPUShares": "cpu" in have,
+            "CPUSet": "cpuset" in have,
+            "PidsLimit": "pids" in have,
+            "OomKillDisable": False,
+        }
+
+    def has(controller: str, name: str) -> bool:
+        mount = h.mounts.get(controller)
+        return mount is not None and os.path.exists(os.path.join(mount, name))
+
+    return {
+        "MemoryLimit": "memory" in h.mounts,
+        "SwapLimit": has("memory", "memory.memsw.limit_in_bytes"),
+        "KernelMemoryTCP": False,  # HostConfig.KernelMemoryTCP is not applied
+        "CpuCfsPeriod": has("cpu", "cpu.cfs_period_us"),
+        "CpuCfsQuota": has("cpu", "cpu.cfs_quota_us"),
+        "CPUShares": has("cpu", "cpu.shares"),
+        "CPUSet": "cpuset" in h.mounts,
+        "PidsLimit": "pids" in h.mounts,
+        "OomKillDisable": has("memory", "memory.oom_control"),
+    }
+
+
 @dataclass(frozen=True, slots=True)
 class Write:
     """One limit to write into the container's cgroup."""

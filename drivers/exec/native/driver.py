@@ -293,4 +293,6 @@ class NativeDriver:
 
     def info(self) -> list[tuple[str, str]]:
         """Key/values for ``info``."""
-        return [("Cgroup Driver", cgroups.DRIVER), ("Cgroup Version", cgroups.version())]
+        facts = [("Cgroup Driver", cgroups.DRIVER), ("Cgroup Version", cgroups.version())]
+        facts += [(k, "true" if v else "false") for k, v in cgroups.features().items()]
+        return facts

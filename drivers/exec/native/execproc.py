@@ -11,11 +11,9 @@ connection. An error before exec is reported as ``{"error"}`` through a close-on
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import signal
 import socket
-import termios
 from typing import NoReturn
 
 from drivers.exec.native import linux, protocol
@@ -94,10 +92,7 @@ def _child(spec: ExecSpec, stdio: list[int], err_w: int) -> NoReturn:
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)
         os.setsid()
-        for target, fd in enumerate(stdio):
-            os.dup2(fd, target, inheritable=True)
-        if spec.process.tty:
-            fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+        linux.adopt_stdio(stdio, tty=spec.process.tty)
         os.chdir("/")
         security.exec_process(spec.process, privileged=spec.privileged)
     except BaseException as exc:

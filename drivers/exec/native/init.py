@@ -6,6 +6,11 @@ ready (``r`` on the ready pipe), waits for ``g``, sets up the root file system
 (``rootfs.setup``) and execs the process (``security.exec_process``). Any failure is written to
 the error pipe, which is close-on-exec: the monitor reads EOF when the exec succeeded.
 
+With a tty the stdio the monitor gives is /dev/null until ``rootfs.setup`` has opened the
+*console* in the container's own devpts: ``take_console`` sizes it, sends its master to the
+monitor on the console socket (``SCM_RIGHTS``) and makes the slave the stdio and controlling
+terminal, so ``tty`` inside prints ``/dev/pts/0``, as under runc.
+
 With ``--init`` the first process stays behind as a reaper: it forks the real process, forwards
 every signal it gets to it, reaps every orphan, and exits with the real process's status.
 """
@@ -18,7 +23,6 @@ import os
 import signal
 import socket
 import struct
-import termios
 from typing import Final, NoReturn
 
 from drivers.exec.native import linux, protocol
@@ -34,9 +38,15 @@ _FORWARDED = tuple(
 
 
 def child(
-    spec: ContainerSpec, stdio: tuple[int, int, int], ready_w: int, go_r: int, err_w: int
+    spec: ContainerSpec,
+    stdio: tuple[int, int, int],
+    ready_w: int,
+    go_r: int,
+    err_w: int,
+    console_w: int = -1,
 ) -> NoReturn:
-    """Become the container's first process; see the module docstring."""
+    """Become the container's first process; see the module docstring. *console_w* is the
+    socket the console's master goes to (a tty only)."""
     try:
         linux.prctl(linux.PR_SET_DUMPABLE, 0)
         linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)
@@ -45,10 +55,7 @@ def child(
             signal.signal(signum, signal.SIG_DFL)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         os.setsid()
-        for target, fd in enumerate(stdio):
-            os.dup2(fd, target, inheritable=True)
-        if spec.process.tty:
-            fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+        linux.adopt_stdio(stdio)  # a tty's console replaces it once the container's devpts exists
         for kind, path in spec.join.items():
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
             try:
@@ -69,7 +76,9 @@ def child(
         os.close(go_r)
         from drivers.exec.native import rootfs, security
 
-        rootfs.setup(spec)
+        console = rootfs.setup(spec)
+        if console is not None:
+            take_console(spec, console, console_w)
         linux.prctl(linux.PR_SET_PDEATHSIG, 0)
         if spec.init:
             _reaper(spec, err_w)
@@ -77,6 +86,22 @@ def child(
     except BaseException as exc:
         protocol.report_failure(err_w, exc)
         os._exit(127)
+
+
+def take_console(spec: ContainerSpec, console: tuple[int, int], console_w: int) -> None:
+    """Size the *console* (master, slave), send its master on the socket *console_w* (closed
+    after) and make the slave this session leader's stdio and controlling terminal."""
+    master, slave = console
+    rows, cols = spec.process.console_size
+    if rows and cols:
+        linux.set_winsize(master, rows, cols)
+    if console_w < 0:
+        raise RuntimeError("a tty was asked for but there is no console socket")
+    with socket.socket(fileno=console_w) as sock:
+        protocol.send(sock, {"console": True}, [master])
+    os.close(master)
+    linux.adopt_stdio((slave, slave, slave), tty=True)
+    os.close(slave)
 
 
 def _loopback_up() -> None:

@@ -2,15 +2,22 @@
 
 Every wrapper raises ``OSError`` with the errno and the call's name, as ``os`` functions do.
 Python 3.11 has no ``os.unshare``/``os.setns``; the mount API, pivot_root, capabilities and
-prctl are not in ``os`` at all.
+prctl are not in ``os`` at all. The terminal helpers (``open_pty``, ``set_winsize``,
+``adopt_stdio``) are the ioctls shared by a container's console and ``exec -t``: a pty is always
+opened on a given devpts instance (the container's own), never through ``os.openpty``, so that
+``tty`` inside names it ``/dev/pts/N``.
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import fcntl
 import os
 import platform
+import struct
+import termios
+from collections.abc import Sequence
 from typing import Final
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
@@ -67,6 +74,10 @@ PR_CAP_AMBIENT_CLEAR_ALL: Final = 4
 
 # linux/close_range.h
 CLOSE_RANGE_CLOEXEC: Final = 1 << 2
+
+# asm-generic/ioctls.h (``termios`` lacks these two)
+TIOCSPTLCK: Final = 0x40045431
+TIOCGPTPEER: Final = 0x5441
 
 _SYSCALLS: Final[dict[str, dict[str, int]]] = {
     "x86_64": {"pivot_root": 155, "setns": 308, "close_range": 436, "capget": 125, "capset": 126},
@@ -213,3 +224,31 @@ def last_cap() -> int:
     """The highest capability number this kernel knows."""
     with open("/proc/sys/kernel/cap_last_cap") as f:
         return int(f.read())
+
+
+def open_pty(ptmx: str, dir_fd: int | None = None) -> tuple[int, int]:
+    """Open a new pty on the devpts instance whose ``ptmx`` node is *ptmx* (relative to *dir_fd*);
+    return (master, slave), both close-on-exec and neither made a controlling terminal."""
+    master = os.open(ptmx, os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC, dir_fd=dir_fd)
+    try:
+        fcntl.ioctl(master, TIOCSPTLCK, struct.pack("i", 0))  # unlock the slave
+        # The slave through the master's own devpts mount: no path lookup that could be raced.
+        slave = fcntl.ioctl(master, TIOCGPTPEER, os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+    except BaseException:
+        os.close(master)
+        raise
+    return master, slave
+
+
+def set_winsize(fd: int, rows: int, cols: int) -> None:
+    """Set the window size of the terminal *fd* (either side of a pty)."""
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+
+
+def adopt_stdio(stdio: Sequence[int], *, tty: bool = False) -> None:
+    """Make *stdio* fds 0-2 (inheritable); with *tty*, make fd 0 the controlling terminal of
+    this process, which must lead a session that has none."""
+    for target, fd in enumerate(stdio):
+        os.dup2(fd, target, inheritable=True)
+    if tty:
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)

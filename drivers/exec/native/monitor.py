@@ -3,10 +3,13 @@
 The forking helper forks a monitor in its own session, so the monitor belongs to no daemon
 process and survives a daemon (and helper) that is killed. The monitor:
 
-1. becomes a session leader and a child subreaper, opens the container's stdio (pipes, or a pty
-   for ``-t``), creates its cgroup, and ``unshare(CLONE_NEWPID)`` so its one child is PID 1;
+1. becomes a session leader and a child subreaper, opens the container's stdio (pipes; for
+   ``-t`` /dev/null and a console socket), creates its cgroup, and ``unshare(CLONE_NEWPID)`` so
+   its one child is PID 1;
 2. forks the container's first process, which makes the other namespaces, reports, waits for
-   ``go``, sets up the root file system and security and execs (``rootfs``, ``security``);
+   ``go``, sets up the root file system and security and execs (``rootfs``, ``security``); with
+   ``-t`` it opens the console in the container's own devpts and sends its master back on the
+   console socket before it execs (``init.take_console``);
 3. reports ``{"pid"}`` and ``{"started"}`` to the daemon, then serves ``monitor.sock``: attach
    (output fan-out, stdin in), kill, resize, watch;
 4. writes every line of output to the json-file log, reaps whatever is reparented to it, and when
@@ -21,14 +24,11 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import gc
 import os
 import selectors
 import signal
 import socket
-import struct
-import termios
 import time
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
@@ -136,16 +136,9 @@ class Monitor:
 
     def _open_stdio(self) -> tuple[int, int, int]:
         process = self.spec.process
-        if process.tty:
-            master, slave = os.openpty()
-            os.set_inheritable(slave, False)
-            rows, cols = process.console_size
-            if rows and cols:
-                _set_winsize(master, rows, cols)
-            os.set_blocking(master, False)
-            self.master, self.outputs = master, {master: protocol.STDOUT}
-            self.stdin_w = master if process.stdin else -1
-            return slave, slave, slave
+        if process.tty:  # until the first process has its console (``_take_console``)
+            null = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)
+            return null, null, null
         if process.stdin:
             stdin_r, self.stdin_w = os.pipe2(os.O_CLOEXEC)
         else:
@@ -178,16 +171,23 @@ class Monitor:
         ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
         go_r, go_w = os.pipe2(os.O_CLOEXEC)
         err_r, err_w = os.pipe2(os.O_CLOEXEC)
+        console_r, console_w = socket.socketpair() if self.spec.process.tty else (None, None)
         if "pid" in self.spec.namespaces:
             linux.unshare(linux.CLONE_NEWPID)
         pid = os.fork()
         if pid == 0:
             for fd in (ready_r, go_w, err_r):
                 os.close(fd)
-            init.child(self.spec, stdio, ready_w, go_r, err_w)  # never returns
+            console_fd = -1
+            if console_r is not None and console_w is not None:
+                console_r.close()
+                console_fd = console_w.detach()
+            init.child(self.spec, stdio, ready_w, go_r, err_w, console_fd)  # never returns
         self.pid = pid
         for fd in {ready_w, go_r, err_w, *stdio}:
             os.close(fd)
+        if console_w is not None:
+            console_w.close()
         try:
             if self.cgroup is not None:
                 self.cgroup.add(pid)
@@ -202,9 +202,13 @@ class Monitor:
                     raise RuntimeError(str(message.get("error", "start cancelled by the daemon")))
             os.write(go_w, b"g")
             os.close(go_w)
+            if console_r is not None:
+                self._take_console(console_r)
             failure = protocol.read_failure(err_r)  # none: exec succeeded (close-on-exec)
             if failure is not None:
                 raise failure
+            if console_r is not None and self.master < 0:
+                raise RuntimeError("the container process started without its console")
         except BaseException:
             _kill_and_reap(pid)
             if self.cgroup is not None:
@@ -213,6 +217,8 @@ class Monitor:
         finally:
             os.close(ready_r)
             os.close(err_r)
+            if console_r is not None:
+                console_r.close()
         started = time.time()
         state = {
             "pid": pid,
@@ -223,6 +229,24 @@ class Monitor:
         }
         write_atomic(os.path.join(self.spec.run_dir, "state.json"), orjson.dumps(state))
         protocol.send(self.conn, {"started": state})
+
+    def _take_console(self, sock: socket.socket) -> None:
+        """Receive the console's master from the first process; it is then used as a pty
+        master opened here would be. Nothing comes when the process failed before it had one
+        (the error pipe says why)."""
+        try:
+            _message, fds = protocol.recv_request(sock)
+        except (OSError, protocol.ProtocolError, ValueError):
+            return
+        if len(fds) != 1:
+            for fd in fds:
+                os.close(fd)
+            raise RuntimeError(f"the console socket carried {len(fds)} fds, not 1")
+        master = fds[0]
+        os.set_inheritable(master, False)
+        os.set_blocking(master, False)
+        self.master, self.outputs = master, {master: protocol.STDOUT}
+        self.stdin_w = master if self.spec.process.stdin else -1
 
     # -- running -------------------------------------------------------------------------------
 
@@ -319,7 +343,7 @@ class Monitor:
             sock.close()
         elif op == "resize":
             if self.master >= 0:
-                _set_winsize(self.master, int(request["rows"]), int(request["cols"]))
+                linux.set_winsize(self.master, int(request["rows"]), int(request["cols"]))
             protocol.send(sock, {"ok": True})
             sock.close()
         elif op == "state":
@@ -464,10 +488,6 @@ def _drain(fd: int) -> None:
             pass
     except BlockingIOError:
         pass
-
-
-def _set_winsize(fd: int, rows: int, cols: int) -> None:
-    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
 
 
 def _start_ticks(pid: int) -> int:

@@ -4,7 +4,9 @@ Lifecycle: the helper has unshared mnt/uts/ipc/net and is PID 1 of a new pid nam
 ``setup(spec)`` and then ``security.exec_process``. ``setup`` makes every host mount a slave,
 binds the rootfs onto itself, mounts /proc, /dev (nodes, pts, shm, mqueue, console), /sys and the
 spec's mounts, pivots into the rootfs and drops the old root, then sets the hostname and sysctls,
-masks and read-only paths and finally the read-only root.
+masks and read-only paths and finally the read-only root. With a tty, the *console* is a pty
+opened on the container's new devpts instance, its slave bound on /dev/console; ``setup``
+returns it, and the caller makes the slave its stdio and sends the master to the monitor.
 
 Every target is resolved by the kernel inside the rootfs (openat2 ``RESOLVE_IN_ROOT`` through
 ``RootDir``) and mounted via its O_PATH fd (``/proc/self/fd/N``), so no symlink of the image can
@@ -201,7 +203,7 @@ def _device(root: RootDir, dev: Device) -> None:
         os.chown(name, dev.uid, dev.gid, dir_fd=d, follow_symlinks=False)
 
 
-def _dev(root: RootDir, spec: ContainerSpec) -> None:
+def _dev(root: RootDir, spec: ContainerSpec) -> tuple[int, int] | None:
     _mount(root, "tmpfs", "/dev", "tmpfs", MS_NOSUID | MS_STRICTATIME, "mode=755,size=65536k")
     with root.dir("dev") as dev, step("populate /dev"):
         d = dev.fileno()
@@ -219,13 +221,21 @@ def _dev(root: RootDir, spec: ContainerSpec) -> None:
         _mount(root, "mqueue", "/dev/mqueue", "mqueue", _SAFE)
     for device in spec.devices:
         _device(root, device)
-    if spec.process.tty:
-        with step("find the console"):
-            source = os.readlink("/proc/self/fd/0")
-            mine, there = os.fstat(0), os.stat(source)
-        if not stat.S_ISCHR(mine.st_mode) or there.st_rdev != mine.st_rdev:
-            raise StartError(f"console: stdin is not the terminal at {source}")
-        _mount(root, source, "/dev/console", None, MS_BIND, is_dir=False)
+    return _console(root) if spec.process.tty else None
+
+
+def _console(root: RootDir) -> tuple[int, int]:
+    """Open the console: a new pty of the container's own devpts, its slave bound on
+    /dev/console (as runc does), so the process's terminal is both /dev/pts/0 and the console."""
+    with step("open a terminal in /dev/pts"), root.dir("dev/pts") as pts:
+        master, slave = linux.open_pty("ptmx", dir_fd=pts.fileno())
+    try:
+        _mount(root, f"/proc/self/fd/{slave}", "/dev/console", None, MS_BIND, is_dir=False)
+    except BaseException:
+        os.close(master)
+        os.close(slave)
+        raise
+    return master, slave
 
 
 def _sys(root: RootDir, spec: ContainerSpec) -> None:
@@ -338,8 +348,9 @@ def _inside(spec: ContainerSpec) -> None:
     os.chdir("/")
 
 
-def setup(spec: ContainerSpec) -> None:
-    """Mount the container's file systems and pivot_root into its rootfs; cwd ends at "/"."""
+def setup(spec: ContainerSpec) -> tuple[int, int] | None:
+    """Mount the container's file systems and pivot_root into its rootfs; cwd ends at "/".
+    With a tty, return the console's (master, slave), both close-on-exec."""
     linux.prctl(linux.PR_SET_DUMPABLE, 0)
     os.umask(0o022)
     check_sysctls(spec.sysctls, owned_namespaces(spec))
@@ -350,9 +361,10 @@ def setup(spec: ContainerSpec) -> None:
         root = RootDir(Path(spec.rootfs))
     with root:
         _mount(root, "proc", "/proc", "proc", _SAFE)
-        _dev(root, spec)
+        console = _dev(root, spec)
         _sys(root, spec)
         for m in spec.mounts:
             _user_mount(root, m)
         _pivot(root, spec.rootfs)
     _inside(spec)
+    return console
