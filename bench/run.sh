@@ -78,6 +78,7 @@ if [ -z "${DOCKER:-}" ]; then
   if [ -x /usr/bin/docker ]; then DOCKER=/usr/bin/docker; else DOCKER=docker; fi
 fi
 RUNLOOP=(python3 "$HERE/runloop.py")
+CLIENT=("${RUNLOOP[@]}") # for cleanup in lib.sh
 
 WORK=$(mktemp -d /var/tmp/dockyard-bench-run.XXXXXX)
 LOG=$(mktemp /tmp/bench-run.XXXXXX.log)
@@ -98,88 +99,9 @@ dockerd_in_use=0
 imported_into_dockerd=0
 declare -A R=() # TOOL:METRIC -> value
 
-# --- cleanup --------------------------------------------------------------------------------
-
-# PIDs of processes whose command line names something under $WORK (one per line).
-pids_under_work() {
-  local dir pid
-  for dir in /proc/[0-9]*; do
-    pid=${dir#/proc/}
-    [ "$pid" = $$ ] && continue
-    if tr '\0' '\n' 2>/dev/null <"$dir/cmdline" |
-      awk -v d="$WORK" '$0 == d || index($0, d "/") { found = 1 } END { exit !found }'; then
-      echo "$pid"
-    fi
-  done
-}
-
-unmount_under() {
-  local mnt
-  awk -v d="$1" '$5 == d || index($5, d "/") == 1 { print $5 }' /proc/self/mountinfo | sort -r |
-    while IFS= read -r mnt; do umount "$mnt" 2>/dev/null || umount -l "$mnt" || true; done
-}
-
-remove_cgroups() {
-  local top
-  while IFS= read -r top; do
-    find "$top" -depth -type d -exec rmdir {} \; 2>/dev/null || true
-    if [ -d "$top" ]; then say "warning: cgroup $top is still there"; fi
-  done < <(find /sys/fs/cgroup -maxdepth 8 -type d -name "$CGROUP_PARENT" 2>/dev/null)
-}
-
-stop_dockyard() {
-  local i
-  kill -TERM "$dy_pid" 2>/dev/null || true
-  for i in $(seq 300); do
-    kill -0 "$dy_pid" 2>/dev/null || break
-    [ "$i" = 300 ] && kill -KILL "$dy_pid" 2>/dev/null
-    sleep 0.1
-  done
-  wait "$dy_pid" 2>/dev/null || true
-  dy_pid=""
-}
-
-cleanup() {
-  local rc=$? pid left
-  trap - EXIT INT TERM
-  if [ -n "$dy_pid" ]; then
-    "${RUNLOOP[@]}" "$DY_SOCK" clean --label "$LABEL" >>"$LOG" 2>&1 || rc=1
-    stop_dockyard
-  fi
-  # Monitors end with their containers and the helper with the daemon; wait for them a little.
-  for _ in $(seq 50); do
-    [ -z "$(pids_under_work)" ] && break
-    sleep 0.1
-  done
-  left=$(pids_under_work)
-  if [ -n "$left" ]; then
-    say "killing processes left behind: $(echo "$left" | tr '\n' ' ')"
-    for pid in $left; do kill -KILL "$pid" 2>/dev/null || true; done
-    rc=1
-  fi
-  unmount_under "$WORK"
-  rm -rf --one-file-system "$WORK"
-  remove_cgroups
-  if [ "$dockerd_in_use" = 1 ]; then
-    "${RUNLOOP[@]}" "$DK_SOCK" clean --label "$LABEL" >>"$LOG" 2>&1 || rc=1
-    if [ "$imported_into_dockerd" = 1 ] && [ "$started_dockerd" = 0 ]; then
-      "${DK[@]}" rmi busybox:latest >>"$LOG" 2>&1 || true
-    fi
-  fi
-  if [ "$started_dockerd" = 1 ]; then "$HERE/dockerd.sh" stop >>"$LOG" 2>&1 || rc=1; fi
-  if [ "$rc" = 0 ]; then rm -f "$LOG"; else say "log of the commands: $LOG"; fi
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-# --- measuring ------------------------------------------------------------------------------
-
-median() { # numbers as arguments
-  printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END {
-    if (NR == 0) exit 1
-    if (NR % 2) printf "%.4f", v[(NR + 1) / 2]; else printf "%.4f", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
-}
+# --- cleanup: pids_under_work, unmount_under, remove_cgroups, stop_dockyard, cleanup, median
+# shellcheck source=bench/lib.sh
+source "$HERE/lib.sh"
 
 rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
 
