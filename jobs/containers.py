@@ -173,7 +173,7 @@ async def start_container(rt: Runtime, container: Container, *, restarting: bool
             if not spec.cgroup_parent and rt.cgroup_parent:
                 spec = dataclasses.replace(spec, cgroup_parent=rt.cgroup_parent)
             started, watch = await rt.execdriver.start(spec, [p for p, _ in pending])
-        except BaseException as exc:
+        except (Exception, asyncio.CancelledError) as exc:  # not GeneratorExit: never await then
             await asyncio.to_thread(rt.release_rootfs, container)
             state.error = str(exc)
             state.exit_code = getattr(exc, "exit_code", 128)

@@ -21,7 +21,7 @@ import os
 import re
 import socket
 import time
-from collections.abc import Iterable
+from collections.abc import Coroutine, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -103,6 +103,7 @@ class Runtime:
         # The daemon's event log (``engine[EVENTS]``): the runtime logs exits itself, including
         # those ``restore`` finds before any job is installed.
         self.events = events if events is not None else EventLog()
+        self._tasks: set[asyncio.Task[None]] = set()  # watchers and restarts, until they end
 
     # -- lookup --------------------------------------------------------------------------------
 
@@ -186,6 +187,15 @@ class Runtime:
             with contextlib.suppress(Exception):
                 self.graph.put(container.id)
 
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        # The loop holds tasks only weakly: a restart that has dropped ``live.restart_sleep`` and
+        # waits on a future nothing else holds would be collected half-way (its coroutine closed
+        # with GeneratorExit, its container's lock never released). Held here until done.
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
     def take_attachments(self, id: str) -> list[tuple[AttachRequest, asyncio.Future[None]]]:
         """The clients that attached before the start, handed to the starting run."""
         live = self.live[id]
@@ -196,7 +206,7 @@ class Runtime:
         """Start the watcher of a run that has begun."""
         live = self.live[container.id]
         live.stop_requested = False
-        live.watcher = asyncio.ensure_future(self._watch(container, watch, time.monotonic()))
+        live.watcher = self._spawn(self._watch(container, watch, time.monotonic()))
 
     async def _watch(self, container: Container, watch: Watch, began: float) -> None:
         try:
@@ -236,7 +246,7 @@ class Runtime:
         self.volume_events(container, "unmount")
         log.info("container %s exited with %d", container.short_id, exit_.code)
         if restart:
-            live.restart_sleep = asyncio.ensure_future(self._restart_later(container, live))
+            live.restart_sleep = self._spawn(self._restart_later(container, live))
         elif container.host_config.get("AutoRemove"):
             with contextlib.suppress(Exception):
                 await self.remove(container, force=True, volumes=True)
