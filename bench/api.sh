@@ -111,7 +111,7 @@ dockerd_in_use=0
 imported_into_dockerd=0
 declare -A R=() # TOOL:WHAT:FIGURE -> the figures of every round, space-separated
 
-# --- cleanup: pids_under_work, unmount_under, remove_cgroups, stop_dockyard, cleanup, median
+# --- lib.sh: start_dockyard, setup_dockerd, stop_dockyard, cleanup, median and the rest
 # shellcheck source=bench/lib.sh
 source "$HERE/lib.sh"
 
@@ -154,44 +154,6 @@ populate() { # TOOL SOCKET
   echo "$1 populate: $out" >>"$LOG"
 }
 
-# --- the daemons ----------------------------------------------------------------------------
-
-start_dockyard() {
-  mkdir -p "$DY_DATA" "$DY_EXEC"
-  "$DOCKYARD" daemon -H "unix://$DY_SOCK" --data-root "$DY_DATA" --exec-root "$DY_EXEC" \
-    --cgroup-parent "$CGROUP_PARENT" >>"$LOG" 2>&1 &
-  dy_pid=$!
-  local i
-  for i in $(seq 200); do
-    "${DY[@]}" version >/dev/null 2>&1 && return 0
-    kill -0 "$dy_pid" 2>/dev/null || {
-      dy_pid=""
-      tail -n 15 "$LOG" >&2
-      die "the dockyard daemon did not start"
-    }
-    [ "$i" = 200 ] && die "the dockyard daemon did not answer within 20 s"
-    sleep 0.1
-  done
-}
-
-setup_dockerd() {
-  command -v dockerd >/dev/null || die "--dockerd: dockerd is not installed (bench/dockerd.sh start installs it)"
-  if ! "$HERE/dockerd.sh" status >/dev/null; then
-    "$HERE/dockerd.sh" start >>"$LOG" 2>&1 || die "bench/dockerd.sh start failed (log $LOG)"
-    started_dockerd=1
-  fi
-  dockerd_in_use=1
-  if ! "${DK[@]}" image inspect busybox:latest >/dev/null 2>&1; then
-    "${DK[@]}" import -c 'CMD ["sh"]' "$WORK/busybox.tar" busybox:latest >>"$LOG" 2>&1 ||
-      die "docker import of busybox failed"
-    imported_into_dockerd=1
-  fi
-  dk_pid=$(tr -cd '0-9' <"$DK_RUN/docker.pid")
-  if [ -z "$dk_pid" ] || [ "$(cat "/proc/$dk_pid/comm" 2>/dev/null)" != dockerd ]; then
-    die "no running dockerd in $DK_RUN/docker.pid"
-  fi
-}
-
 # --- main -----------------------------------------------------------------------------------
 
 bash "$REPO/contrib/mkimage/busybox.sh" >"$WORK/busybox.tar" 2>>"$LOG" || die "busybox.sh failed"
@@ -206,6 +168,10 @@ populate dockyard "$DY_SOCK"
 tools=(dockyard)
 if [ "$WANT_DOCKERD" = 1 ]; then
   setup_dockerd
+  dk_pid=$(tr -cd '0-9' <"$DK_RUN/docker.pid")
+  if [ -z "$dk_pid" ] || [ "$(cat "/proc/$dk_pid/comm" 2>/dev/null)" != dockerd ]; then
+    die "no running dockerd in $DK_RUN/docker.pid"
+  fi
   read -r dk_version dk_api < <(fields "$("${LOAD[@]}" "$DK_SOCK" version)" Version ApiVersion)
   populate dockerd "$DK_SOCK"
   tools+=(dockerd)

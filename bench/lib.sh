@@ -1,10 +1,12 @@
-# Shell functions shared by the benchmarks that run their own dockyard daemon (run.sh, api.sh).
+# Shell functions shared by the benchmarks that run their own dockyard daemon (run.sh, api.sh):
+# starting it and the private dockerd, stopping them, and cleaning up.
 #
 # Sourced, not run. The sourcing script sets: WORK (its temp dir: data root, socket), LOG,
 # CGROUP_PARENT, LABEL (on every container it makes; only those are removed), DY_SOCK, DK_SOCK,
-# CLIENT (an array: the Python client whose "SOCK clean --label L" removes those containers),
-# DOCKER/DK (the docker client for the private dockerd), HERE, the state variables dy_pid,
-# started_dockerd, dockerd_in_use, imported_into_dockerd, and defines say().
+# DOCKYARD, DY (its client array), DY_DATA, DY_EXEC, CLIENT (an array: the Python client whose
+# "SOCK clean --label L" removes those containers), DK (the docker client for the private
+# dockerd), HERE, the state variables dy_pid,
+# started_dockerd, dockerd_in_use, imported_into_dockerd, and defines say() and die().
 # shellcheck shell=bash disable=SC2154  # the variables are the sourcing script's
 
 # --- cleanup --------------------------------------------------------------------------------
@@ -88,4 +90,38 @@ median() { # numbers as arguments
   printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END {
     if (NR == 0) exit 1
     if (NR % 2) printf "%.4f", v[(NR + 1) / 2]; else printf "%.4f", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+
+# --- the daemons ----------------------------------------------------------------------------
+
+start_dockyard() {
+  mkdir -p "$DY_DATA" "$DY_EXEC"
+  "$DOCKYARD" daemon -H "unix://$DY_SOCK" --data-root "$DY_DATA" --exec-root "$DY_EXEC" \
+    --cgroup-parent "$CGROUP_PARENT" >>"$LOG" 2>&1 &
+  dy_pid=$!
+  local i
+  for i in $(seq 200); do
+    "${DY[@]}" version >/dev/null 2>&1 && return 0
+    kill -0 "$dy_pid" 2>/dev/null || {
+      dy_pid=""
+      tail -n 15 "$LOG" >&2
+      die "the dockyard daemon did not start"
+    }
+    [ "$i" = 200 ] && die "the dockyard daemon did not answer within 20 s"
+    sleep 0.1
+  done
+}
+
+setup_dockerd() {
+  command -v dockerd >/dev/null || die "--dockerd: dockerd is not installed (bench/dockerd.sh start installs it)"
+  if ! "$HERE/dockerd.sh" status >/dev/null; then
+    "$HERE/dockerd.sh" start >>"$LOG" 2>&1 || die "bench/dockerd.sh start failed (log $LOG)"
+    started_dockerd=1
+  fi
+  dockerd_in_use=1
+  if ! "${DK[@]}" image inspect busybox:latest >/dev/null 2>&1; then
+    "${DK[@]}" import -c 'CMD ["sh"]' "$WORK/busybox.tar" busybox:latest >>"$LOG" 2>&1 ||
+      die "docker import of busybox failed"
+    imported_into_dockerd=1
+  fi
 }

@@ -99,7 +99,7 @@ dockerd_in_use=0
 imported_into_dockerd=0
 declare -A R=() # TOOL:METRIC -> value
 
-# --- cleanup: pids_under_work, unmount_under, remove_cgroups, stop_dockyard, cleanup, median
+# --- lib.sh: start_dockyard, setup_dockerd, stop_dockyard, cleanup, median and the rest
 # shellcheck source=bench/lib.sh
 source "$HERE/lib.sh"
 
@@ -155,24 +155,6 @@ measure() {
 
 # --- dockyard -------------------------------------------------------------------------------
 
-start_dockyard() {
-  mkdir -p "$DY_DATA" "$DY_EXEC"
-  "$DOCKYARD" daemon -H "unix://$DY_SOCK" --data-root "$DY_DATA" --exec-root "$DY_EXEC" \
-    --cgroup-parent "$CGROUP_PARENT" >>"$LOG" 2>&1 &
-  dy_pid=$!
-  local i
-  for i in $(seq 200); do
-    "${DY[@]}" version >/dev/null 2>&1 && return 0
-    kill -0 "$dy_pid" 2>/dev/null || {
-      dy_pid=""
-      tail -n 15 "$LOG" >&2
-      die "the dockyard daemon did not start"
-    }
-    [ "$i" = 200 ] && die "the dockyard daemon did not answer within 20 s"
-    sleep 0.1
-  done
-}
-
 helper_pid() { # the dockyard daemon's forking helper: its child (monitors are the helper's)
   local pid
   for pid in $(pids_under_work); do
@@ -183,22 +165,6 @@ helper_pid() { # the dockyard daemon's forking helper: its child (monitors are t
     fi
   done
   die "the dockyard helper process was not found"
-}
-
-# --- dockerd --------------------------------------------------------------------------------
-
-setup_dockerd() {
-  command -v dockerd >/dev/null || die "--dockerd: dockerd is not installed (bench/dockerd.sh start installs it)"
-  if ! "$HERE/dockerd.sh" status >/dev/null; then
-    "$HERE/dockerd.sh" start >>"$LOG" 2>&1 || die "bench/dockerd.sh start failed (log $LOG)"
-    started_dockerd=1
-  fi
-  dockerd_in_use=1
-  if ! "${DK[@]}" image inspect busybox:latest >/dev/null 2>&1; then
-    "${DK[@]}" import -c 'CMD ["sh"]' "$WORK/busybox.tar" busybox:latest >>"$LOG" 2>&1 ||
-      die "docker import of busybox failed"
-    imported_into_dockerd=1
-  fi
 }
 
 read_pid() { tr -cd '0-9' <"$1"; }

@@ -20,7 +20,7 @@ from drivers.exec.spec import ExecSpec, Process
 from engine import ArgSpec, Engine, Job
 from engine.errors import FailedPrecondition, InvalidArgument, NotFound
 from jobs import containerconfig as cc
-from jobs.containerio import mux
+from jobs.containerio import ResizeParams, mux
 from jobs.runtime import Runtime
 from jobs.services import RUNTIME
 
@@ -224,13 +224,7 @@ async def exec_inspect(job: Job[Any]) -> None:
     })  # fmt: skip
 
 
-@dataclass(frozen=True, slots=True)
-class ExecResizeParams:
-    h: int = 0
-    w: int = 0
-
-
-async def exec_resize(job: Job[ExecResizeParams]) -> None:
+async def exec_resize(job: Job[ResizeParams]) -> None:
     """Resize an exec's terminal."""
     rt = job.engine[RUNTIME]
     e = _find(rt, job.args[0])
@@ -247,4 +241,4 @@ def install(engine: Engine) -> None:
                     args=ArgSpec(("container",)))  # fmt: skip
     engine.register("exec_start", exec_start, params=ExecStartParams, args=ArgSpec(("id",)))
     engine.register("exec_inspect", exec_inspect, args=ArgSpec(("id",)))
-    engine.register("exec_resize", exec_resize, params=ExecResizeParams, args=ArgSpec(("id",)))
+    engine.register("exec_resize", exec_resize, params=ResizeParams, args=ArgSpec(("id",)))

@@ -219,6 +219,13 @@ def test_oversized_header_line(dockyard: Compat) -> None:
     assert_serving(dockyard)
 
 
+def test_a_32_kib_header_line_is_served(dockyard: Compat) -> None:
+    # X-Registry-Auth and -Config carry base64 JSON; Go accepts far more than aiohttp's 8 KiB.
+    request = b"GET /_ping HTTP/1.1\r\nHost: x\r\nX-Registry-Auth: " + b"e" * 32_768 + b"\r\n\r\n"
+    response = parse(raw_exchange(dockyard.daemon.sock, request))
+    assert response.status == 200, response
+
+
 def test_a_megabyte_of_headers(dockyard: Compat) -> None:
     fields = b"".join(b"X-H%d: %s\r\n" % (i, b"b" * 4000) for i in range(256))
     request = b"GET /_ping HTTP/1.1\r\nHost: x\r\n" + fields + b"\r\n"

@@ -63,6 +63,10 @@ def test_info(daemon: Daemon) -> None:
     assert info["Jobs"]["Registered"] >= 7
     assert info["JobPlugins"]["Loaded"]["tests.plugins.slow"] == ["fail", "sleep", "wc"]
     assert info["Warnings"] == []
+    assert info["Swarm"]["LocalNodeState"] == "inactive" and info["NEventsListener"] == 0
+    assert info["Plugins"]["Log"] == ["json-file"] and info["LoggingDriver"] == "json-file"
+    for field in ("MemoryLimit", "SwapLimit", "CpuCfsQuota", "CPUShares", "PidsLimit"):
+        assert isinstance(info[field], bool), field
     again = json.loads(request(daemon, "GET", "/info")[2])
     assert again["ID"] == info["ID"]  # the engine id is stable
 

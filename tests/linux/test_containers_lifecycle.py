@@ -267,10 +267,13 @@ def test_pause_freezes_the_container(containers: Containers, names: Names) -> No
 def test_rename(containers: Containers, names: Names) -> None:
     old, new = names(), names()
     containers.ok("run", "-d", "--name", old, "busybox", "sleep", "100")
+    assert old in containers.ok("ps")  # ps keeps each summary's fixed part from here on
     containers.ok("rename", old, new)
     assert gone(containers, old)
     assert containers.cli("inspect", old).returncode != 0
     assert containers.inspect(new, ".Name") == f"/{new}"
+    listed = containers.ok("ps", "--filter", f"name={new}")
+    assert new in listed and old not in listed
     assert containers.ok("exec", new, "echo", "hi") == "hi\n"
 
 

@@ -92,3 +92,12 @@ def test_schema() -> None:
 def test_argspec_usage() -> None:
     assert ArgSpec(("id",), "name").usage() == "ID [NAME...]"
     assert ArgSpec().usage() == ""
+
+
+@pytest.mark.parametrize(
+    "raw", [2**63, "9223372036854775808", -(2**63) - 1, "99999999999999999999"]
+)
+def test_integers_wider_than_64_bits_are_refused(raw: object) -> None:
+    with pytest.raises(InvalidArgument, match="count: .* out of range for a 64-bit integer"):
+        decode(Params, {"name": "x", "count": raw})
+    assert decode(Params, {"name": "x", "count": str(2**63 - 1)}).count == 2**63 - 1
