@@ -131,4 +131,42 @@ def _containers(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX container_volumes_volume ON container_volumes (volume)")
 
 
-MIGRATIONS: Final[tuple[Migration, ...]] = (_jobs, _entities, _images, _containers)
+def _networks(db: sqlite_utils.Database) -> None:
+    """Networks and their endpoints (one IP allocation per container and network).
+
+    An endpoint pins its network (RESTRICT: a network with endpoints cannot be removed) and goes
+    with its container (CASCADE). ``last_ip`` is the allocator's round-robin cursor.
+    """
+    db.execute(
+        "CREATE TABLE networks ("
+        " id TEXT NOT NULL PRIMARY KEY,"  # 64 hex
+        " name TEXT NOT NULL UNIQUE,"
+        " driver TEXT NOT NULL,"
+        " bridge TEXT NOT NULL DEFAULT '',"  # the host interface
+        " subnet TEXT NOT NULL DEFAULT '',"  # CIDR, '' for drivers without addresses
+        " gateway TEXT NOT NULL DEFAULT '',"
+        " ip_range TEXT NOT NULL DEFAULT '',"  # CIDR to allocate from, '' = the whole subnet
+        " internal INTEGER NOT NULL DEFAULT 0,"
+        " attachable INTEGER NOT NULL DEFAULT 0,"
+        " labels TEXT NOT NULL DEFAULT '{}',"
+        " options TEXT NOT NULL DEFAULT '{}',"
+        " created TEXT NOT NULL,"  # RFC 3339
+        " predefined INTEGER NOT NULL DEFAULT 0,"  # bridge, host, none
+        " last_ip TEXT NOT NULL DEFAULT '')"
+    )
+    db.execute(
+        "CREATE TABLE endpoints ("
+        " network_id TEXT NOT NULL REFERENCES networks(id) ON DELETE RESTRICT,"
+        " container_id TEXT NOT NULL REFERENCES containers(id) ON DELETE CASCADE,"
+        " ifname TEXT NOT NULL DEFAULT '',"
+        " ip TEXT NOT NULL DEFAULT '',"
+        " mac TEXT NOT NULL DEFAULT '',"
+        " aliases TEXT NOT NULL DEFAULT '[]',"
+        " ports TEXT NOT NULL DEFAULT '[]',"  # [{"proto", "host_ip", "host_port", ...}]
+        " PRIMARY KEY (network_id, container_id))"
+    )
+    db.execute("CREATE UNIQUE INDEX endpoints_ip ON endpoints (network_id, ip) WHERE ip != ''")
+    db.execute("CREATE INDEX endpoints_container ON endpoints (container_id)")
+
+
+MIGRATIONS: Final[tuple[Migration, ...]] = (_jobs, _entities, _images, _containers, _networks)
