@@ -88,7 +88,11 @@ def _run(client: Client, options: dict[str, Any], image: str, command: tuple[str
     tty = bool(body.get("Tty"))
     interactive = bool(body.get("OpenStdin"))
     if detach:
-        _start(client, id)
+        try:
+            _start(client, id)
+        except EngineError as exc:  # docker run -d: the daemon's error and 125, as docker
+            click.echo(f"dockyard: Error response from daemon: {exc}", err=True)
+            sys.exit(125)
         click.echo(id)
         return
     query = {"stream": 1, "stdout": 1, "stderr": 1}
@@ -249,13 +253,19 @@ def kill(client: Client, containers: tuple[str, ...], signal_: str) -> None:
 @click.command()
 @click.option("-f", "--force", is_flag=True, help="Kill a running container first.")
 @click.option("-v", "--volumes", is_flag=True, help="Remove its anonymous volumes.")
+@click.option("-l", "--link", is_flag=True, help="Remove the link of that path (/web/db).")
 @click.argument("containers", nargs=-1, required=True)
 @pass_client
-def rm(client: Client, containers: tuple[str, ...], force: bool, volumes: bool) -> None:
-    """Remove containers.
+def rm(client: Client, containers: tuple[str, ...], force: bool, volumes: bool, link: bool) -> None:
+    """Remove containers (with -l: links, by path).
 
     Example: dockyard rm -f web
     """
+    if link:  # docker CLI 28 trims a link path's slashes: /web/db goes as DELETE /containers/web/db
+        _each(containers, lambda ref: client.delete(
+            f"/containers/{quote(ref.strip('/'), safe='/')}", force=int(force), v=int(volumes),
+            link=1))  # fmt: skip
+        return
     _each(containers, lambda ref: client.delete(_c(ref), force=int(force), v=int(volumes)))
 
 
@@ -293,6 +303,19 @@ def wait(client: Client, containers: tuple[str, ...], condition: str) -> None:
     for ref in containers:
         result = orjson.loads(_post(client, _c(ref, "/wait"), condition=condition))
         click.echo(result["StatusCode"])
+
+
+def ports_column(ports: list[dict[str, Any]]) -> str:
+    """The PORTS column of ``ps``: ``0.0.0.0:8080->80/tcp``, ``53/udp`` when not published."""
+    shown = []
+    for p in sorted(ports, key=lambda p: (p.get("PrivatePort", 0), p.get("Type", ""),
+                                          p.get("PublicPort", 0))):  # fmt: skip
+        inner = f"{p.get('PrivatePort')}/{p.get('Type', 'tcp')}"
+        if p.get("PublicPort"):
+            shown.append(f"{p.get('IP') or '0.0.0.0'}:{p['PublicPort']}->{inner}")
+        elif inner not in shown:
+            shown.append(inner)
+    return ", ".join(shown)
 
 
 @click.command()
@@ -335,7 +358,7 @@ def ps(client: Client, all_: bool, quiet: bool, filters: tuple[str, ...], last: 
         shown.append({
             "id": row["Id"] if no_trunc else row["Id"][:12], "image": row["Image"],
             "command": f'"{command}"', "created": _ago(row["Created"]),
-            "status": row["Status"], "ports": "",
+            "status": row["Status"], "ports": ports_column(row.get("Ports") or []),
             "names": ",".join(n.lstrip("/") for n in row["Names"]),
             "size": f"{row.get('SizeRw', 0)}B (virtual {row.get('SizeRootFs', 0)}B)",
         })  # fmt: skip

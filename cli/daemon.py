@@ -35,6 +35,57 @@ from engine.errors import EngineError
 @click.option("--tlscacert", default="", help="CA whose client certificates are accepted.")
 @click.option("--tlsverify", is_flag=True, help="Require client certificates (mutual TLS).")
 @click.option("--insecure-tcp", is_flag=True, help="Allow tcp:// without TLS (root for anyone).")
+@click.option(
+    "-b",
+    "--bridge",
+    default="dockyard0",
+    show_default=True,
+    help="The default network's bridge (created when missing).",
+)
+@click.option("--bip", default="", help="The default bridge's address, CIDR (e.g. 172.30.0.1/16).")
+@click.option("--fixed-cidr", default="", help="Give default-network addresses from this range.")
+@click.option("--mtu", default=0, type=int, help="Container MTU (default: the host route's).")
+@click.option(
+    "--icc",
+    default=True,
+    type=click.BOOL,
+    show_default=True,
+    help="Let containers on the default bridge talk to each other.",
+)
+@click.option(
+    "--iptables",
+    default=True,
+    type=click.BOOL,
+    show_default=True,
+    help="Add NAT and filter rules (ignored when iptables is missing).",
+)
+@click.option(
+    "--ip-forward",
+    default=True,
+    type=click.BOOL,
+    show_default=True,
+    help="Turn on net.ipv4.ip_forward.",
+)
+@click.option(
+    "--ip-masq",
+    default=True,
+    type=click.BOOL,
+    show_default=True,
+    help="Masquerade traffic leaving a bridge's subnet.",
+)
+@click.option(
+    "--ip",
+    "default_ip",
+    default="0.0.0.0",
+    show_default=True,
+    help="Host address ports are published on by default.",
+)
+@click.option(
+    "--network-driver",
+    default="",
+    envvar="DOCKER_NETWORKDRIVER",
+    help="Driver of the default network: bridge, host or none.",
+)
 @click.option("--shutdown-timeout", default=15.0, show_default=True, help="Seconds to drain jobs.")
 @click.option("-D", "--debug", is_flag=True, help="Log at debug level (every +job/-job).")
 @click.option("--log-format", type=click.Choice(["text", "json"]), default="text")
@@ -55,6 +106,16 @@ def daemon(
     shutdown_timeout: float,
     debug: bool,
     log_format: str,
+    bridge: str,
+    bip: str,
+    fixed_cidr: str,
+    mtu: int,
+    icc: bool,
+    iptables: bool,
+    ip_forward: bool,
+    ip_masq: bool,
+    default_ip: str,
+    network_driver: str,
 ) -> None:
     """Run the daemon in the foreground until SIGINT or SIGTERM.
 
@@ -62,6 +123,7 @@ def daemon(
     """
     import asyncio  # the daemon's imports stay out of client commands
 
+    from drivers.network.base import Settings
     from server import daemon as server_daemon
     from server.logs import configure
 
@@ -82,7 +144,12 @@ def daemon(
         insecure_tcp=insecure_tcp,
         debug=debug,
         shutdown_timeout=shutdown_timeout,
-    )
+        network=Settings(
+            bridge=bridge, bip=bip, fixed_cidr=fixed_cidr, mtu=mtu, icc=icc, iptables=iptables,
+            ip_forward=ip_forward, ip_masq=ip_masq, default_ip=default_ip,
+        ),
+        network_driver=network_driver,
+    )  # fmt: skip
     try:
         with asyncio.Runner(loop_factory=server_daemon.event_loop) as runner:
             runner.run(server_daemon.run(config))

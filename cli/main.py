@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from cli import containers, daemon, events, images, jobs, networks, prune, system, volumes
+from cli import containers, daemon, events, images, jobs, networks, port, prune, system, volumes
 from cli.client import DEFAULT_HOST, Client, TLSConfig
 from cli.exits import CommandError
 from engine.errors import EngineError
@@ -68,7 +68,7 @@ for command in (images.import_, images.images, images.inspect, images.history, i
 cli.add_command(volumes.volume)
 for command in containers.COMMANDS:
     cli.add_command(command)
-for command in (*prune.COMMANDS, *networks.COMMANDS):
+for command in (*prune.COMMANDS, *networks.COMMANDS, *port.COMMANDS):
     cli.add_command(command)
 
 

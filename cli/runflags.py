@@ -63,6 +63,7 @@ _SPEC: Final[tuple[tuple[tuple[str, ...], str, str], ...]] = (
     (("-h", "--hostname"), "str", "Container host name."),
     (("--init",), "flag", "Run an init inside the container."),
     (("-i", "--interactive"), "flag", "Keep STDIN open even if not attached."),
+    (("--ip",), "str", "IPv4 address on the (first) network (e.g., 172.30.100.104)."),
     (("--ipc",), "str", "IPC mode to use."),
     (("-l", "--label"), "many", "Set a label (key=value)."),
     (("--link",), "many", "Add a link to another container."),
@@ -74,6 +75,7 @@ _SPEC: Final[tuple[tuple[tuple[str, ...], str, str], ...]] = (
     (("--mount",), "many", "Attach a file system mount (type=bind|volume|tmpfs,...)."),
     (("--name",), "str", "Assign a name to the container."),
     (("--network", "--net"), "many", "Connect the container to a network."),
+    (("--network-alias",), "many", "Add a network-scoped alias for the container."),
     (("--pid",), "str", "PID namespace to use."),
     (("--pids-limit",), "none", "Tune the container pids limit (-1: unlimited)."),
     (("--platform",), "str", "Set the platform (only linux)."),
@@ -654,10 +656,25 @@ def _networks(opts: Opts) -> tuple[str, dict[str, object]]:
             " network-modes"
         )
         raise bad("network", ",".join(names), reason)
+    first = _endpoint_options(opts, names[0] if names else "default")
     if not names:
-        return "default", {"default": dict(ENDPOINT)}
-    # docker leaves out the endpoint of a lone network that has no endpoint options
-    return names[0], {n: dict(ENDPOINT) for n in names} if len(names) > 1 else {}
+        return "default", {"default": {**ENDPOINT, **first}}
+    if len(names) == 1:  # docker leaves out the endpoint of a lone network without options
+        return names[0], {names[0]: {**ENDPOINT, **first}} if first else {}
+    return names[0], {n: {**ENDPOINT, **(first if n == names[0] else {})} for n in names}
+
+
+def _endpoint_options(opts: Opts, network: str) -> dict[str, object]:
+    """What ``--ip``, ``--network-alias`` and ``--link`` set on the first network's endpoint (as
+    docker's, ``--link`` only on a user-defined network; elsewhere it is a legacy link)."""
+    user_defined = network not in BUILTIN_NETWORKS and not network.startswith("container:")
+    aliases = _many(opts, "network_alias")
+    if aliases and not user_defined:
+        raise InvalidArgument("network-scoped aliases are only supported for user-defined networks")
+    links = _checked(opts, "link", _link) if user_defined else []
+    ip = str(opts.get("ip") or "")
+    found = {"Aliases": aliases, "Links": links, "IPAMConfig": {"IPv4Address": ip} if ip else {}}
+    return {k: v for k, v in found.items() if v}
 
 
 def _attach(opts: Opts) -> tuple[bool, bool, bool]:

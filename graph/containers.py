@@ -84,6 +84,9 @@ class Container:
     mounts: list[dict[str, Any]] = field(default_factory=list)
     manually_stopped: bool = False
     started_before: bool = False
+    # The networks it is connected to: name → Docker's EndpointSettings as configured (Aliases,
+    # IPAMConfig, Links, DriverOpts); what a run was given (address, MAC) is in the GraphDB.
+    networks: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def short_id(self) -> str:
@@ -141,6 +144,7 @@ class ContainerStore:
             "MountPoints": container.mounts,
             "HasBeenManuallyStopped": container.manually_stopped,
             "HasBeenStartedBefore": container.started_before,
+            "NetworkSettings": {"Networks": container.networks},
         }
         _write_atomic(directory / "hostconfig.json", orjson.dumps(container.host_config))
         _write_atomic(directory / "config.v2.json", orjson.dumps(config))
@@ -224,6 +228,7 @@ class ContainerStore:
             state=state, restart_count=raw["RestartCount"], mounts=raw["MountPoints"],
             manually_stopped=raw.get("HasBeenManuallyStopped", False),
             started_before=raw.get("HasBeenStartedBefore", False),
+            networks=dict((raw.get("NetworkSettings") or {}).get("Networks") or {}),
         )  # fmt: skip
 
 
@@ -249,6 +254,18 @@ def write_text(path: Path, text: str) -> None:
     finally:
         os.close(fd)
     os.replace(tmp, path)
+
+
+def rewrite_in_place(path: Path, text: str) -> None:
+    """Replace the contents of a file a running container has bind-mounted (its ``hosts``):
+    the same inode, so the container sees the change (a rename would leave it the old file)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
+    try:
+        data = text.encode()
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, data, 0)
+    finally:
+        os.close(fd)
 
 
 def check_id(id: str) -> str:

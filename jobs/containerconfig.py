@@ -16,6 +16,7 @@ path: ``HostConfig.Memory: Minimum memory limit allowed is 6MB``.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import signal
 from collections.abc import Mapping
@@ -29,6 +30,7 @@ from jobs.containerspec import build_spec, exec_process
 from jobs.hostconfig import parse_host_config, parse_update
 from jobs.hostresources import build_resources
 from jobs.jsonfields import Fields, invalid, unsupported
+from jobs.links import parse_link
 from jobs.mountplan import docker_mounts, plan_mounts, spec_mounts
 from jobs.networkfiles import hostname_for, hosts_file, resolv_conf
 
@@ -89,6 +91,11 @@ _ORDER: Final = (
     "*StopSignal",
     "*StopTimeout",
     "*Shell",
+)
+
+
+MAC_DERIVED: Final = (
+    "custom MAC addresses are not supported: a container's MAC is derived from its IP"
 )
 
 
@@ -198,7 +205,7 @@ def parse_config(c: Fields) -> dict[str, object]:
         except InvalidArgument as exc:
             raise invalid(c.at("StopSignal"), str(exc)) from None
     if c.text("MacAddress"):
-        raise unsupported(c.at("MacAddress"), "MAC addresses need the bridge network")
+        raise unsupported(c.at("MacAddress"), MAC_DERIVED)
     values: dict[str, object] = {
         key: c.text(key) for key in ("Hostname", "Domainname", "User", "Image", "WorkingDir")
     }
@@ -229,16 +236,43 @@ def parse_config(c: Fields) -> dict[str, object]:
     return _ordered(values)
 
 
-def _networking(raw: object, given: str, network: str) -> dict[str, object]:
+def _networking(raw: object) -> dict[str, object]:
     n = Fields(raw, "NetworkingConfig")
     endpoints = n.obj("EndpointsConfig")
     for name, settings in endpoints.raw.items():
-        Fields(settings, endpoints.at(name))
-        if name not in (given, network, "default"):
-            raise unsupported(
-                endpoints.at(name), "connecting to more networks is not available yet"
-            )
+        check_endpoint(settings, endpoints.at(name))
     return dict(n.raw)
+
+
+def check_endpoint(raw: object, at: str) -> dict[str, object]:
+    """An ``EndpointSettings`` as configured (create, ``network connect``): Aliases, Links,
+    IPAMConfig.IPv4Address, MacAddress, DriverOpts; InvalidArgument naming the field."""
+    e = Fields(raw, at)
+    aliases = e.texts("Aliases")
+    for i, alias in enumerate(aliases or []):
+        if not alias or any(c.isspace() or c == "/" for c in alias):
+            raise invalid(f"{e.at('Aliases')}[{i}]", f"invalid alias: {alias!r}")
+    links = e.texts("Links")
+    for i, spec in enumerate(links or []):
+        parse_link(spec, f"{e.at('Links')}[{i}]")
+    ipam = e.obj("IPAMConfig")
+    address = ipam.text("IPv4Address")
+    if address:
+        try:
+            ipaddress.IPv4Address(address)
+        except ValueError:
+            raise invalid(ipam.at("IPv4Address"), f"invalid IPv4 address: {address}") from None
+    if ipam.text("IPv6Address"):
+        raise unsupported(ipam.at("IPv6Address"), "IPv6 is not supported")
+    if e.text("MacAddress"):
+        raise unsupported(e.at("MacAddress"), MAC_DERIVED)
+    return {
+        "IPAMConfig": {"IPv4Address": address} if address else None,
+        "Links": links or None,
+        "Aliases": aliases or None,
+        "MacAddress": "",
+        "DriverOpts": e.text_map("DriverOpts") or None,
+    }
 
 
 def parse_create(body: Mapping[str, object]) -> CreateRequest:
@@ -246,8 +280,7 @@ def parse_create(body: Mapping[str, object]) -> CreateRequest:
     top = Fields(body, "Config")
     config = parse_config(top)
     host_config = parse_host_config(body.get("HostConfig"), config)
-    given = Fields(body.get("HostConfig"), "HostConfig").text("NetworkMode")
-    networking = _networking(body.get("NetworkingConfig"), given, str(host_config["NetworkMode"]))
+    networking = _networking(body.get("NetworkingConfig"))
     return CreateRequest(config, host_config, networking)
 
 

@@ -4,6 +4,7 @@ and ``changes``, in the Docker Engine API's shapes."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import os
@@ -18,6 +19,8 @@ from engine import ArgSpec, Engine, Job
 from engine.errors import EngineError, FailedPrecondition, InvalidArgument
 from graph.containers import Container
 from jobs.images import unix_time
+from jobs.links import inspect_links
+from jobs.netsettings import networks_json, settings_json, summary_ports
 from jobs.runtime import Runtime, now_rfc3339
 from jobs.services import GRAPH_DRIVER, IMAGES, LAYERS, RUNTIME
 
@@ -86,6 +89,12 @@ def summary(
     """One item of ``GET /containers/json``."""
     record = dict(_fixed(c, image_name))
     record["State"], record["Status"] = c.state.status, status_text(c)
+    net = rt.network
+    if net is not None:
+        record["Ports"] = summary_ports(net, c)
+        record["NetworkSettings"] = {"Networks": networks_json(net, c)}
+    else:
+        record["NetworkSettings"] = {"Networks": {}}
     if size is not None:
         record["SizeRw"], record["SizeRootFs"] = size
     return record
@@ -112,7 +121,6 @@ def _fixed(c: Container, image_name: str) -> dict[str, Any]:
         "State": "",
         "Status": "",
         "HostConfig": {"NetworkMode": c.host_config.get("NetworkMode", "none")},
-        "NetworkSettings": {"Networks": {}},
         "Mounts": c.mounts,
     }
     if len(_FIXED) > 4096:  # containers come and go; drop the lot now and then
@@ -220,6 +228,17 @@ async def container_inspect(job: Job[Any]) -> None:
     job.emit(inspect(rt, c, job.engine[GRAPH_DRIVER].name))
 
 
+def _links(rt: Runtime, c: Container) -> list[str] | None:
+    """``HostConfig.Links`` from the name graph (``/db:/web/db``): right after renames."""
+    edges = []
+    with contextlib.suppress(EngineError):
+        for path, child_id in rt.store.names.children(f"/{c.name}"):
+            child = rt.containers.get(child_id)
+            if child is not None:
+                edges.append((child.name, path))
+    return inspect_links(edges) or None
+
+
 def inspect(rt: Runtime, c: Container, driver: str) -> dict[str, Any]:
     """A container as ``docker inspect`` shows it."""
     bundle = rt.store.dir(c.id)
@@ -242,18 +261,11 @@ def inspect(rt: Runtime, c: Container, driver: str) -> dict[str, Any]:
         "ProcessLabel": "",
         "AppArmorProfile": "",
         "ExecIDs": None,
-        "HostConfig": c.host_config,
+        "HostConfig": {**c.host_config, "Links": _links(rt, c)},
         "GraphDriver": {"Name": driver, "Data": None},
         "Mounts": c.mounts,
         "Config": c.config,
-        "NetworkSettings": {
-            "Bridge": "", "SandboxID": "", "SandboxKey": "", "Ports": {},
-            "HairpinMode": False, "LinkLocalIPv6Address": "", "LinkLocalIPv6PrefixLen": 0,
-            "SecondaryIPAddresses": None, "SecondaryIPv6Addresses": None,
-            "EndpointID": "", "Gateway": "", "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0,
-            "IPAddress": "", "IPPrefixLen": 0, "IPv6Gateway": "", "MacAddress": "",
-            "Networks": {},
-        },
+        "NetworkSettings": settings_json(rt.network, c) if rt.network else {"Networks": {}},
     }  # fmt: skip
 
 

@@ -15,22 +15,24 @@ import secrets
 import signal as signals
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
+from drivers.exec.spec import ContainerSpec
 from engine import ArgSpec, Engine, Job
 from engine.errors import (
     EngineError,
     FailedPrecondition,
     InvalidArgument,
     NotFound,
-    NotSupported,
 )
 from graph import initlayer
-from graph.containers import Container, write_text
+from graph.containers import Container
 from jobs import containerconfig as cc
+from jobs import netplan
+from jobs.links import parse_link
+from jobs.netplan import Plan
 from jobs.runtime import Runtime, now_rfc3339
-from jobs.services import GRAPH_DRIVER, IMAGES, RUNTIME, VOLUMES
+from jobs.services import GRAPH_DRIVER, IMAGES, NETWORK, RUNTIME, VOLUMES
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +54,11 @@ async def create(job: Job[CreateParams]) -> None:
         raise InvalidArgument("Config.Image: an image is required")
     image = await asyncio.to_thread(images.resolve, ref)  # "No such image: x:latest" as dockerd
     config = cc.merge_image(request.config, image.json().get("config") or {})  # type: ignore[arg-type]
+    net = job.engine[NETWORK]
+    endpoints = request.networking.get("EndpointsConfig") or {}
+    mode = str(request.host_config["NetworkMode"])
+    networks = await asyncio.to_thread(netplan.initial_networks, net, mode, endpoints)  # type: ignore[arg-type]
+    links = _link_targets(rt, request.host_config.get("Links") or [])
     name = cc.check_name(job.params.name) if job.params.name else ""
     name = name or cc.random_name(rt.store.name_taken)
     id = secrets.token_hex(32)
@@ -59,7 +66,7 @@ async def create(job: Job[CreateParams]) -> None:
     try:
         container = await asyncio.to_thread(
             _make, job.engine, rt, id, name, image.id, image.layers[-1] if image.layers else "",
-            config, request.host_config,
+            config, request.host_config, networks, links,
         )  # fmt: skip
     except BaseException:
         await asyncio.to_thread(_undo_create, job.engine, rt, id)
@@ -70,9 +77,24 @@ async def create(job: Job[CreateParams]) -> None:
     job.emit({"Id": id, "Warnings": []})
 
 
+def _link_targets(rt: Runtime, specs: list[str]) -> list[tuple[str, str]]:
+    """(child id, alias) of each ``HostConfig.Links`` entry; InvalidArgument for a missing one."""
+    out = []
+    for i, spec in enumerate(specs):
+        child, alias = parse_link(spec, f"HostConfig.Links[{i}]")
+        try:
+            out.append((rt.get(child).id, alias))
+        except NotFound:
+            raise InvalidArgument(
+                f"HostConfig.Links[{i}]: could not get container for {child}"
+            ) from None
+    return out
+
+
 def _make(
     engine: Engine, rt: Runtime, id: str, name: str, image: str, top: str,
-    config: dict[str, Any], host_config: dict[str, Any],
+    config: dict[str, Any], host_config: dict[str, Any], networks: dict[str, dict[str, Any]],
+    links: list[tuple[str, str]],
 ) -> Container:  # fmt: skip
     graph, volumes = engine[GRAPH_DRIVER], engine[VOLUMES]
     graph.create(f"{id}-init", top)
@@ -89,39 +111,21 @@ def _make(
         else:
             sources.append(plan.source)
     mounts = cc.docker_mounts(plans, sources, [n for n, _ in named])
+    if not config.get("Hostname"):  # as dockerd: the short id (the host's name with its network)
+        config["Hostname"] = cc.hostname_for(id, config, host_config)
     entrypoint = list(config.get("Entrypoint") or [])
     command = entrypoint + list(config.get("Cmd") or [])
     container = Container(
         id=id, name=name, image=image, created=now_rfc3339(), config=config,
         host_config=host_config, path=command[0], args=command[1:], driver=graph.name,
-        mounts=mounts,
+        mounts=mounts, networks=networks,
     )  # fmt: skip
     rt.store.set_volumes(id, named)
-    _write_network_files(rt, container)
+    for child, alias in links:
+        rt.store.names.set(f"/{name}/{alias}", child)
+    netplan.write_files(engine[NETWORK], container, rt.store.dir(id), Plan("new"))
     rt.store.save(container)
     return container
-
-
-def _write_network_files(rt: Runtime, container: Container) -> None:
-    bundle = rt.store.dir(container.id)
-    hostname = cc.hostname_for(container.id, container.config, container.host_config)
-    host_config = container.host_config
-    write_text(bundle / "hostname", hostname + "\n")
-    write_text(
-        bundle / "hosts",
-        cc.hosts_file(hostname, str(container.config.get("Domainname") or ""),
-                      host_config.get("ExtraHosts") or []),
-    )  # fmt: skip
-    try:
-        host_resolv = Path("/etc/resolv.conf").read_text()
-    except OSError:
-        host_resolv = ""
-    write_text(
-        bundle / "resolv.conf",
-        cc.resolv_conf(host_resolv, host_config.get("Dns") or [],
-                       host_config.get("DnsSearch") or [], host_config.get("DnsOptions") or [],
-                       host_config.get("NetworkMode") == "host"),
-    )  # fmt: skip
 
 
 def _undo_create(engine: Engine, rt: Runtime, id: str) -> None:
@@ -158,7 +162,9 @@ async def start_container(rt: Runtime, container: Container, *, restarting: bool
         if state.running and not (restarting and state.restarting):
             return False
         pending = rt.take_attachments(container.id)
+        net = rt.network
         try:
+            plan = await asyncio.to_thread(netplan.plan, net, container)
             rootfs = await asyncio.to_thread(rt.hold_rootfs, container)
             spec = cc.build_spec(
                 id=container.id,
@@ -169,12 +175,22 @@ async def start_container(rt: Runtime, container: Container, *, restarting: bool
                 run_dir=str(rt.run_dir(container.id)),
                 mounts=cc.spec_mounts(container.mounts, container.host_config),
                 held_caps=rt.held_caps,
+                join=plan.join,
             )
-            if not spec.cgroup_parent and rt.cgroup_parent:
-                spec = dataclasses.replace(spec, cgroup_parent=rt.cgroup_parent)
-            started, watch = await rt.execdriver.start(spec, [p for p, _ in pending])
+            spec = _networked(spec, plan, rt.cgroup_parent)
+            bundle = rt.store.dir(container.id)
+
+            async def on_pid(pid: int) -> None:
+                await net.attach(container, plan, pid)
+                await asyncio.to_thread(netplan.write_files, net, container, bundle, plan)
+
+            if not plan.networks:
+                await asyncio.to_thread(netplan.write_files, net, container, bundle, plan)
+            started, watch = await rt.execdriver.start(spec, [p for p, _ in pending], on_pid)
         except (Exception, asyncio.CancelledError) as exc:  # not GeneratorExit: never await then
             await asyncio.to_thread(rt.release_rootfs, container)
+            with contextlib.suppress(Exception):
+                await net.release(container)
             state.error = str(exc)
             state.exit_code = getattr(exc, "exit_code", 128)
             state.running = state.restarting = False
@@ -198,7 +214,24 @@ async def start_container(rt: Runtime, container: Container, *, restarting: bool
         rt.running(container, watch)
         rt.volume_events(container, "mount")
         rt.event(container, "start")
+    if plan.networks:
+        await net.refresh_parents(container)
     return True
+
+
+def _networked(spec: ContainerSpec, plan: Plan, cgroup_parent: str) -> ContainerSpec:
+    """*spec* with what the network plan adds: link variables, the pause for interfaces, the
+    daemon's cgroup parent."""
+    process = spec.process
+    if plan.env:
+        process = dataclasses.replace(process, env=(*process.env, *plan.env))
+    namespaces = spec.namespaces  # "default" may mean the host's network (--network-driver host)
+    if plan.sandbox == "host":
+        namespaces = tuple(n for n in namespaces if n != "net")
+    return dataclasses.replace(
+        spec, process=process, wait_for_network=bool(plan.networks), namespaces=namespaces,
+        cgroup_parent=spec.cgroup_parent or cgroup_parent,
+    )  # fmt: skip
 
 
 async def start(job: Job[Any]) -> None:
@@ -280,10 +313,20 @@ class DeleteParams:
 
 
 async def container_delete(job: Job[DeleteParams]) -> None:
-    """Remove a container (``docker rm``)."""
-    if job.params.link:
-        raise NotSupported("link: links between containers arrive with the bridge network")
+    """Remove a container (``docker rm``), or with ``link`` one of its links (``/web/db``)."""
     rt = job.engine[RUNTIME]
+    if job.params.link:
+        path = "/" + job.args[0].strip("/")
+        if path.count("/") != 2:
+            raise InvalidArgument(
+                f"Conflict, cannot remove the default link name of the container: {path}"
+            )
+        parent = rt.get(path.split("/")[1])
+        try:
+            await asyncio.to_thread(rt.store.names.delete, f"/{parent.name}/{path.split('/')[2]}")
+        except NotFound:
+            raise NotFound(f"No such container: {path}") from None
+        return
     container = rt.get(job.args[0])
     await rt.remove(container, force=job.params.force, volumes=job.params.v)
 

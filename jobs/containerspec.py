@@ -255,6 +255,8 @@ def exec_process(
     container_config: Mapping[str, object],
     host_config: Mapping[str, object],
     held_caps: int,
+    hostname: str = "",
+    extra_env: Sequence[str] = (),
 ) -> Process:
     """The process of a ``docker exec`` body in a container; InvalidArgument if it is invalid."""
     e, c = Fields(exec_config, ""), Fields(container_config, "Config")
@@ -274,11 +276,12 @@ def exec_process(
     for key in ("AttachStdout", "AttachStderr", "Detach"):  # type-checked; the attach uses them
         e.flag(key)
     hc = Fields(host_config, "HostConfig")
+    own = container_env(container_config, hostname or c.text("Hostname"), tty)
     privileged = e.flag("Privileged")
     caps = capabilities.names_of(held_caps) if privileged else container_caps(hc.raw, held_caps)
     return Process(
         args=tuple(cmd),
-        env=tuple(merge_env(container_env(container_config, c.text("Hostname"), tty), env)),
+        env=tuple(merge_env(merge_env(list(extra_env), own), env)),
         cwd=workdir or c.text("WorkingDir") or "/",
         user=user or c.text("User"),
         tty=tty,

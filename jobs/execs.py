@@ -61,7 +61,10 @@ async def exec_create(job: Job[ExecCreateParams]) -> None:
         raise FailedPrecondition(f"Container {c.id} is not running")
     if c.state.paused:
         raise FailedPrecondition(f"Container {c.id} is paused, unpause the container before exec")
-    process = cc.exec_process(job.params.body, c.config, c.host_config, rt.held_caps)
+    attached = rt.network.attached.get(c.id) if rt.network is not None else None
+    hostname = cc.hostname_for(c.id, c.config, c.host_config)
+    process = cc.exec_process(job.params.body, c.config, c.host_config, rt.held_caps, hostname,
+                              attached.env if attached is not None else ())  # fmt: skip
     id = secrets.token_hex(32)
     rt.execs[id] = ExecInstance(id, c.id, process, dict(job.params.body))
     rt.event(c, f"exec_create: {' '.join(process.args)}", execID=id)

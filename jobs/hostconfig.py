@@ -27,27 +27,20 @@ from jobs.hostoptions import (
 )
 from jobs.hostresources import check_resources, parse_resources, read_resources
 from jobs.jsonfields import Fields, check_integer, invalid, unsupported
+from jobs.links import parse_link
+from jobs.portbindings import parse_port_bindings
 
 DEFAULT_SHM: Final = 64 << 20
 
 
 def _network_mode(hc: Fields) -> str:
+    """NetworkMode as stored: ``default`` when blank (the daemon's default network), ``bridge``,
+    ``host``, ``none``, ``container:<name|id>`` or a user-defined network's name or id (which
+    ``create`` looks up)."""
     mode = hc.text("NetworkMode")
-    if mode in ("", "default"):
-        # Docker's default network is the bridge; until the bridge driver exists it is "none".
-        return "none"
-    if mode in ("none", "host"):
-        return mode
-    if mode.startswith("container:"):
-        if not mode.removeprefix("container:"):
-            raise invalid(hc.at("NetworkMode"), "invalid container format container:<name|id>")
-        return mode
-    why = "the bridge driver" if mode == "bridge" else "user-defined networks"
-    raise unsupported(
-        hc.at("NetworkMode"),
-        f"network mode {mode} is not available yet: {why} "
-        "will come later; use none, host or container:<name>",
-    )
+    if mode.startswith("container:") and not mode.removeprefix("container:"):
+        raise invalid(hc.at("NetworkMode"), "invalid container format container:<name|id>")
+    return mode or "default"
 
 
 def _mode(hc: Fields, key: str, accepted: Sequence[str], later: Sequence[str] = ()) -> str:
@@ -62,9 +55,6 @@ def _mode(hc: Fields, key: str, accepted: Sequence[str], later: Sequence[str] = 
 def _refuse(hc: Fields) -> None:
     """NotSupported for the fields this engine has no way to honour, when set."""
     checks = {
-        "PortBindings": bool(hc.obj("PortBindings").raw),
-        "PublishAllPorts": hc.flag("PublishAllPorts"),
-        "Links": bool(hc.texts("Links")),
         "GroupAdd": bool(hc.texts("GroupAdd")),
         "Annotations": bool(hc.text_map("Annotations")),
         "StorageOpt": bool(hc.text_map("StorageOpt")),
@@ -130,6 +120,12 @@ def parse_host_config(raw: object, config: Mapping[str, object]) -> dict[str, ob
             f"Invalid isolation: \"{hc.text('Isolation')}\" - linux only supports 'default'",
         )
     _check_conflicts(hc, config, network)
+    publish_all = hc.flag("PublishAllPorts")
+    exposed = Fields(config, "Config").obj("ExposedPorts").raw
+    parse_port_bindings(hc.raw.get("PortBindings"), exposed, publish_all)
+    links = hc.texts("Links")
+    for i, spec in enumerate(links or []):
+        parse_link(spec, f"{hc.at('Links')}[{i}]")
     masked = _paths(hc, "MaskedPaths", MASKED_PATHS, privileged)
     readonly = _paths(hc, "ReadonlyPaths", READONLY_PATHS, privileged)
     if security_options(secopts or []).unconfined_paths:
@@ -155,11 +151,11 @@ def parse_host_config(raw: object, config: Mapping[str, object]) -> dict[str, ob
         "GroupAdd": hc.texts("GroupAdd"),
         "IpcMode": ipc,
         "Cgroup": "",
-        "Links": hc.texts("Links"),
+        "Links": links,
         "OomScoreAdj": 0,
         "PidMode": _mode(hc, "PidMode", ("", "host")),
         "Privileged": privileged,
-        "PublishAllPorts": False,
+        "PublishAllPorts": publish_all,
         "ReadonlyRootfs": hc.flag("ReadonlyRootfs"),
         "SecurityOpt": secopts,
         "Tmpfs": hc.text_map("Tmpfs"),

@@ -63,7 +63,8 @@ def check_sysctls(sysctls: Mapping[str, str], network: str, ipc: str) -> None:
     for key, value in sysctls.items():
         own_ipc = key.startswith(("kernel.shm", "kernel.msg", "fs.mqueue.")) or key == "kernel.sem"
         own_net = key.startswith("net.")
-        allowed = (own_ipc and ipc != "host") or (own_net and network == "none")
+        own_netns = network != "host" and not network.startswith("container:")
+        allowed = (own_ipc and ipc != "host") or (own_net and own_netns)
         if not _SYSCTL.fullmatch(key) or not allowed:
             raise invalid(f"HostConfig.Sysctls[{key}]", f"sysctl '{key}' is not allowed")
         # "+" or "=" would smuggle a second sysctl through a naive writer (CVE-2022-0811).
@@ -136,8 +137,8 @@ def extra_hosts(hc: Fields) -> list[str] | None:
     hosts = hc.texts("ExtraHosts")
     for i, entry in enumerate(hosts or []):
         name, sep, address = entry.partition("=") if "=" in entry else entry.partition(":")
-        if address == "host-gateway":
-            raise unsupported(f"HostConfig.ExtraHosts[{i}]", "host-gateway needs the bridge")
+        if address == "host-gateway":  # the default bridge's gateway, filled in at start
+            address = "0.0.0.0"
         if not sep or not name or not _DOMAIN.fullmatch(name):
             raise invalid(f"HostConfig.ExtraHosts[{i}]", f'bad format for add-host: "{entry}"')
         try:

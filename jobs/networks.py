@@ -1,84 +1,84 @@
-"""Network jobs: ``networks``, ``network_inspect``, ``network_create``, ``network_delete`` and
-``network_prune``, in the Docker Engine API's shapes (``Network``, ``NetworkPruneResponse``).
+"""Network jobs: ``networks``, ``network_inspect``, ``network_create``, ``network_delete``,
+``network_connect``, ``network_disconnect`` and ``network_prune``, in the Docker Engine API's
+shapes (``Network``, ``NetworkCreateResponse``, ``NetworkPruneResponse``).
 
-Glossary: a *network* is what a container's ``HostConfig.NetworkMode`` names. The networks that
-exist so far are Docker's predefined ones whose drivers keep no state: ``none`` (driver
-``null``: a network namespace with only loopback) and ``host`` (driver ``host``: the host's own
-namespace). Their *id* is stable (derived from the engine id and the name) and their *Created*
-time is when the daemon's data root got its engine id. A container is *attached* (has an
-*endpoint*) while it runs with that network mode. Predefined networks cannot be created again or
-removed; user-defined networks come with the bridge driver, so until then ``network_create``
-refuses them and ``network_prune`` finds none to remove.
+Glossary: a *network* is a row of the network store (``graph/networks.py``): the predefined
+``bridge`` (the daemon's default bridge), ``host`` and ``none``, and user-defined bridge networks.
+A container is *connected* to a network when its ``NetworkSettings.Networks`` names it, and
+*attached* (has an endpoint: an address, an interface) while it runs there. The controller
+(``jobs/netcontroller.py``) does the work; these jobs check requests and shape answers.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import re
-from collections.abc import Iterable, Mapping, Sequence
+import secrets
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Final
 
 from engine import ArgSpec, Engine, Job
-from engine.errors import FailedPrecondition, InvalidArgument, NotFound, NotSupported, Unavailable
-from graph.containers import Container
+from engine.errors import FailedPrecondition, InvalidArgument, NotFound, NotSupported
+from graph.networks import NetworkRecord, check_subnet, choose_subnet, gateway_of
+from jobs.containerconfig import check_endpoint
+from jobs.jsonfields import Fields, invalid
+from jobs.netcontroller import NetworkController, endpoint_id
+from jobs.netsetup import ICC
 from jobs.prune import PruneParams, check_filters, chosen, until_of
 from jobs.runtime import now_rfc3339
-from jobs.services import DAEMON, RUNTIME
+from jobs.services import EVENTS, NETWORK, RUNTIME
 
 Network = dict[str, Any]
-DRIVERS: Final = {"host": "host", "none": "null"}  # the networks that exist: name → driver
 # Names dockerd reserves for its own networks (runconfig.IsPreDefinedNetwork).
 PREDEFINED: Final = frozenset({"bridge", "default", "host", "none", "ingress"})
 LIST_FILTERS: Final = frozenset({"dangling", "driver", "id", "label", "name", "scope", "type"})
 PRUNE_FILTERS: Final = frozenset({"label", "label!", "until"})
-ZERO_TIME: Final = "0001-01-01T00:00:00Z"
+BRIDGE_OPTIONS: Final = frozenset({ICC, "com.docker.network.bridge.name",
+                                   "com.docker.network.driver.mtu",
+                                   "com.docker.network.bridge.enable_ip_masquerade"})  # fmt: skip
 
 
-def network_id(engine_id: str, name: str) -> str:
-    """The stable id (64 hex) of network *name* on the engine *engine_id*."""
-    return hashlib.sha256(f"{engine_id}\0network\0{name}".encode()).hexdigest()
-
-
-def endpoint_id(network: str, container: str) -> str:
-    """The id (64 hex) of *container*'s endpoint on *network* (both ids)."""
-    return hashlib.sha256(f"{network}\0endpoint\0{container}".encode()).hexdigest()
-
-
-def network_record(name: str, driver: str, id: str, created: str) -> Network:
-    """A network in Docker's ``Network`` shape, with no containers listed."""
+def network_json(record: NetworkRecord, containers: Mapping[str, Any] | None = None) -> Network:
+    """A network in Docker's ``Network`` shape; *containers* fills ``Containers``."""
+    config = []
+    if record.subnet:
+        entry = {"Subnet": record.subnet, "Gateway": record.gateway}
+        if record.ip_range:
+            entry["IPRange"] = record.ip_range
+        config.append(entry)
     return {
-        "Name": name, "Id": id, "Created": created, "Scope": "local", "Driver": driver,
-        "EnableIPv6": False, "IPAM": {"Driver": "default", "Options": None, "Config": []},
-        "Internal": False, "Attachable": False, "Ingress": False, "ConfigFrom": {"Network": ""},
-        "ConfigOnly": False, "Containers": {}, "Options": {}, "Labels": {},
+        "Name": record.name, "Id": record.id, "Created": record.created, "Scope": "local",
+        "Driver": record.driver, "EnableIPv6": False,
+        "IPAM": {"Driver": "default", "Options": None, "Config": config},
+        "Internal": record.internal, "Attachable": record.attachable, "Ingress": False,
+        "ConfigFrom": {"Network": ""}, "ConfigOnly": False,
+        "Containers": dict(containers or {}), "Options": dict(record.options),
+        "Labels": dict(record.labels),
     }  # fmt: skip
 
 
-def predefined(engine_id: str, created: str) -> list[Network]:
-    """The networks that exist (``host``, ``none``), by name."""
-    return [
-        network_record(n, DRIVERS[n], network_id(engine_id, n), created) for n in sorted(DRIVERS)
-    ]
-
-
-def endpoints(network: Network, containers: Iterable[Container]) -> dict[str, dict[str, str]]:
-    """The ``Containers`` of *network*: each running container whose network mode names it."""
-    return {
-        c.id: {
-            "Name": c.name,
-            "EndpointID": endpoint_id(network["Id"], c.id),
-            "MacAddress": "",
-            "IPv4Address": "",
-            "IPv6Address": "",
-        }
-        for c in sorted(containers, key=lambda c: c.name)
-        if c.state.running
-        and not c.state.restarting
-        and c.host_config.get("NetworkMode") == network["Name"]
-    }
+def attached_json(net: NetworkController, record: NetworkRecord) -> dict[str, dict[str, str]]:
+    """The ``Containers`` of a network: each container with an endpoint on it."""
+    out: dict[str, dict[str, str]] = {}
+    runtime = net.runtime
+    for container_id, attached in sorted(net.attached.items()):
+        container = runtime.containers.get(container_id) if runtime is not None else None
+        for endpoint in attached.endpoints:
+            if endpoint.network_id == record.id and container is not None:
+                out[container_id] = {
+                    "Name": container.name,
+                    "EndpointID": endpoint_id(record.id, container_id),
+                    "MacAddress": endpoint.mac,
+                    "IPv4Address": f"{endpoint.ip}/{endpoint.prefixlen}",
+                    "IPv6Address": "",
+                }
+    if record.driver in ("host", "null") and runtime is not None:  # no endpoint, no address
+        for c in sorted(runtime.containers.values(), key=lambda c: c.name):
+            if c.state.running and not c.state.restarting and record.name in c.networks:
+                out[c.id] = {"Name": c.name, "EndpointID": endpoint_id(record.id, c.id),
+                             "MacAddress": "", "IPv4Address": "", "IPv6Address": ""}  # fmt: skip
+    return out
 
 
 def _matches(patterns: Sequence[str], value: str) -> bool:
@@ -136,42 +136,11 @@ def _unused(network: Network) -> bool:
     return network["Name"] not in PREDEFINED and not network["Containers"]
 
 
-def find(networks: Sequence[Network], term: str) -> Network:
-    """The network *term* names: full id, then name, then unique id prefix (as dockerd)."""
-    for n in networks:
-        if n["Id"] == term:
-            return n
-    by_name = [n for n in networks if n["Name"] == term]
-    by_prefix = [n for n in networks if n["Id"].startswith(term)]
-    for found, how in ((by_name, "name"), (by_prefix, "ID prefix")):
-        if len(found) == 1:
-            return found[0]
-        if len(found) > 1:
-            raise InvalidArgument(
-                f"network {term} is ambiguous ({len(found)} matches found based on {how})"
-            )
-    raise NotFound(f"network {term} not found")
-
-
-def _created(data_root: Path) -> str:
-    try:
-        return now_rfc3339((data_root / "engine-id").stat().st_mtime)
-    except OSError:
-        return ZERO_TIME
-
-
 async def every_network(engine: Engine, attached: bool = False) -> list[Network]:
     """Every network, by name; with *attached*, each with its ``Containers``."""
-    daemon = engine[DAEMON]
-    networks = predefined(daemon.engine_id, await asyncio.to_thread(_created, daemon.data_root))
-    if attached:
-        try:
-            containers = list(engine[RUNTIME].containers.values())
-        except Unavailable:  # an engine without containers (a tool, a test)
-            containers = []
-        for network in networks:
-            network["Containers"] = endpoints(network, containers)
-    return networks
+    net = engine[NETWORK]
+    records = sorted(await asyncio.to_thread(net.store.all), key=lambda r: r.name)
+    return [network_json(r, attached_json(net, r) if attached else None) for r in records]
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,43 +166,146 @@ class InspectParams:
 async def network_inspect(job: Job[InspectParams]) -> None:
     """Emit the network named by id, name or id prefix, with its attached containers."""
     term = job.args[0]
-    network = find(await every_network(job.engine, attached=True), term)
-    if job.params.scope and job.params.scope != network["Scope"]:
+    net = job.engine[NETWORK]
+    record = await asyncio.to_thread(net.store.get, term)
+    if job.params.scope and job.params.scope != "local":
         raise NotFound(f"network {term} not found")
-    job.emit(network)
+    job.emit(network_json(record, attached_json(net, record)))
 
 
 @dataclass(frozen=True, slots=True)
 class CreateParams:
-    name: str = field(default="", metadata={"doc": "the network's name"})
-    driver: str = field(default="bridge", metadata={"doc": "network driver"})
+    body: dict[str, object] = field(
+        default_factory=dict, metadata={"doc": "Docker's NetworkCreateRequest"}
+    )
 
 
 async def network_create(job: Job[CreateParams]) -> None:
-    """Create a user-defined network: refused until the bridge driver exists."""
-    name, driver = job.params.name, job.params.driver or "bridge"
+    """Create a user-defined bridge network; emit ``{"Id", "Warning"}``."""
+    net = job.engine[NETWORK]
+    record = await asyncio.to_thread(_new_record, net, job.params.body)
+    await asyncio.to_thread(net.store.create, record)
+    net.refresh()
+    try:
+        await asyncio.to_thread(net.drivers["bridge"].create, net.driver_network(record))
+    except BaseException:
+        await asyncio.to_thread(net.store.delete, record.id)
+        net.refresh()
+        raise
+    job.engine[EVENTS].emit("network", "create", record.id,
+                                    {"name": record.name, "type": record.driver})  # fmt: skip
+    job.emit({"Id": record.id, "Warning": ""})
+
+
+def _new_record(net: NetworkController, body: Mapping[str, object]) -> NetworkRecord:
+    b = Fields(body, "")
+    name, driver = b.text("Name"), b.text("Driver") or "bridge"
     if not name:
         raise InvalidArgument("Name: a network name is required")
     if name in PREDEFINED:
         raise FailedPrecondition(f"operation is not permitted on predefined {name} network")
     if driver in ("host", "null"):
         raise FailedPrecondition(f'only one instance of "{driver}" network is allowed')
-    if driver not in ("bridge", "macvlan", "ipvlan", "overlay"):
+    if driver != "bridge":
+        if driver in ("macvlan", "ipvlan", "overlay"):
+            raise NotSupported(f"Driver: the {driver} driver is not supported; use bridge")
         raise NotFound(f"could not find plugin {driver} in v1 plugin registry: plugin not found")
-    raise NotSupported(
-        f"network {name}: user-defined networks (driver {driver}) come with the bridge driver, "
-        "which is not available yet; containers can use --network none or --network host"
-    )
+    if b.flag("EnableIPv6"):
+        raise NotSupported("EnableIPv6: IPv6 networks are not supported")
+    for key in ("Ingress", "ConfigOnly"):
+        if b.flag(key):
+            raise NotSupported(f"{key}: swarm networks are not supported")
+    options = dict(b.text_map("Options") or {})
+    for key in options:
+        if key not in BRIDGE_OPTIONS:
+            raise NotSupported(f"Options.{key}: this bridge option is not supported")
+    ipam = b.obj("IPAM")
+    if ipam.text("Driver") not in ("", "default"):
+        raise NotSupported(f"{ipam.at('Driver')}: only the default IPAM driver is supported")
+    configs = ipam.raw.get("Config")
+    configs = [] if configs is None else configs
+    if not isinstance(configs, list):
+        raise invalid(ipam.at("Config"), "expected a list")
+    if len(configs) > 1:
+        raise NotSupported(f"{ipam.at('Config')}: one IPv4 pool per network")
+    id = secrets.token_hex(32)
+    if configs:
+        c = Fields(configs[0], f"{ipam.at('Config')}[0]")
+        subnet, gateway, ip_range = check_subnet(c.text("Subnet"), c.text("Gateway"),
+                                                 c.text("IPRange"))  # fmt: skip
+    else:
+        taken = [r.subnet for r in net.store.all() if r.subnet]
+        subnet = choose_subnet(taken + net.drivers["bridge"].host_routes())
+        gateway, ip_range = gateway_of(subnet), ""
+    bridge = options.get("com.docker.network.bridge.name") or f"br-{id[:12]}"
+    if len(bridge) > 15:
+        raise invalid("Options.com.docker.network.bridge.name", f"{bridge}: at most 15 characters")
+    return NetworkRecord(
+        id=id, name=name, driver="bridge", bridge=bridge, subnet=subnet, gateway=gateway,
+        ip_range=ip_range, internal=b.flag("Internal"), attachable=b.flag("Attachable"),
+        labels=dict(b.text_map("Labels") or {}), options=options, created=now_rfc3339(),
+        predefined=False,
+    )  # fmt: skip
 
 
 async def network_delete(job: Job[Any]) -> None:
     """Remove a network by id, name or id prefix; predefined networks are refused."""
-    network = find(await every_network(job.engine, attached=True), job.args[0])
-    if network["Name"] in PREDEFINED:
-        raise FailedPrecondition(
-            f"{network['Name']} is a pre-defined network and cannot be removed"
-        )
-    raise NotSupported(f"network {network['Name']}: no driver here removes user networks")
+    net = job.engine[NETWORK]
+    record = await asyncio.to_thread(net.store.get, job.args[0])
+    if record.predefined:
+        raise FailedPrecondition(f"{record.name} is a pre-defined network and cannot be removed")
+    await asyncio.to_thread(net.store.delete, record.id)  # refused while endpoints exist
+    net.refresh()
+    await asyncio.to_thread(net.drivers["bridge"].delete, net.driver_network(record))
+    job.engine[EVENTS].emit("network", "destroy", record.id,
+                                    {"name": record.name, "type": record.driver})  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectParams:
+    body: dict[str, object] = field(
+        default_factory=dict, metadata={"doc": "{Container, EndpointConfig} or {Container, Force}"}
+    )
+
+
+async def network_connect(job: Job[ConnectParams]) -> None:
+    """Connect a container to a network (at once if it runs, else from its next start)."""
+    net, rt = job.engine[NETWORK], job.engine[RUNTIME]
+    b = Fields(job.params.body, "")
+    if not b.text("Container"):
+        raise InvalidArgument("Container: the container to connect is required")
+    record = await asyncio.to_thread(net.store.get, job.args[0])
+    container = rt.get(b.text("Container"))
+    settings = check_endpoint(b.raw.get("EndpointConfig"), "EndpointConfig")
+    async with rt.live[container.id].lock:
+        await net.connect(container, record, settings)
+        await rt.save(container)
+    rt.events.emit(
+        "network",
+        "connect",
+        record.id,
+        {"container": container.id, "name": record.name, "type": record.driver},
+    )
+
+
+async def network_disconnect(job: Job[ConnectParams]) -> None:
+    """Disconnect a container from a network."""
+    net, rt = job.engine[NETWORK], job.engine[RUNTIME]
+    b = Fields(job.params.body, "")
+    if not b.text("Container"):
+        raise InvalidArgument("Container: the container to disconnect is required")
+    record = await asyncio.to_thread(net.store.get, job.args[0])
+    container = rt.get(b.text("Container"))
+    b.flag("Force")
+    async with rt.live[container.id].lock:
+        await net.disconnect(container, record)
+        await rt.save(container)
+    rt.events.emit(
+        "network",
+        "disconnect",
+        record.id,
+        {"container": container.id, "name": record.name, "type": record.driver},
+    )
 
 
 async def network_prune(job: Job[PruneParams]) -> None:
@@ -243,8 +315,9 @@ async def network_prune(job: Job[PruneParams]) -> None:
     until = until_of(filters)
     deleted = []
     for network in await every_network(job.engine, attached=True):
-        if not _unused(network) or not chosen(filters, until, network["Created"],
-                                              network["Labels"]):  # fmt: skip
+        if not _unused(network):  # as dockerd: stopped containers do not keep a network
+            continue
+        if not chosen(filters, until, network["Created"], network["Labels"]):
             continue
         await job.engine.call("network_delete", network["Id"])
         deleted.append(network["Name"])
@@ -252,10 +325,14 @@ async def network_prune(job: Job[PruneParams]) -> None:
 
 
 def install(engine: Engine) -> None:
-    """Register networks, network_inspect, network_create, network_delete and network_prune."""
+    """Register the network jobs."""
     engine.register("networks", networks, params=ListParams)
     engine.register("network_inspect", network_inspect, params=InspectParams,
                     args=ArgSpec(("network",)))  # fmt: skip
     engine.register("network_create", network_create, params=CreateParams)
     engine.register("network_delete", network_delete, args=ArgSpec(("network",)))
+    engine.register("network_connect", network_connect, params=ConnectParams,
+                    args=ArgSpec(("network",)))  # fmt: skip
+    engine.register("network_disconnect", network_disconnect, params=ConnectParams,
+                    args=ArgSpec(("network",)))  # fmt: skip
     engine.register("network_prune", network_prune, params=PruneParams)

@@ -97,6 +97,7 @@ class Runtime:
         self.changed = asyncio.Condition()
         self.starter: Any = None  # set by jobs.containers: builds the spec and starts
         self.on_remove_volumes: Any = None  # set by the daemon: removes anonymous volumes
+        self.network: Any = None  # set by the daemon: the network controller
         self.cgroup_parent = ""  # the daemon's --cgroup-parent
         self.held_caps = held_capabilities()  # read once: what --privileged can grant
         self.execs: dict[str, Any] = {}  # exec instances (jobs.execs)
@@ -231,6 +232,11 @@ class Runtime:
             state.status = "exited"
             state.monitor = {}
             await asyncio.to_thread(self.release_rootfs, container)
+            if self.network is not None:
+                try:
+                    await self.network.release(container)
+                except Exception as exc:  # the exit is recorded whatever the network says
+                    log.error("container %s: releasing its network: %s", container.short_id, exc)
             restart = self._should_restart(container, exit_, live)
             if restart:
                 live.backoff = (
@@ -472,6 +478,12 @@ class Runtime:
                 if getattr(watch, "conn", None) is not None:
                     await asyncio.to_thread(self.hold_rootfs, container)
                     self.running(container, watch)
+                    if self.network is not None:
+                        try:
+                            await self.network.restore(container)
+                        except Exception as exc:
+                            log.error("container %s: restoring its network: %s",
+                                      container.short_id, exc)  # fmt: skip
                     log.info("container %s is still running", container.short_id)
                     continue
                 await self.exited(container, await watch.wait(), 0.0)

@@ -15,6 +15,7 @@ from graph.jobhistory import JobHistory
 from graph.layers import LayerStore
 from graph.volumes import VolumeStore
 from jobs.eventlog import EventLog
+from jobs.netcontroller import NetworkController
 from jobs.runtime import Runtime
 
 
@@ -42,3 +43,4 @@ VOLUMES: Final[Key[VolumeStore]] = Key("volume store", VolumeStore)
 RUNTIME: Final[Key[Runtime]] = Key("container runtime", Runtime)
 EXEC_DRIVER: Final[Key[ExecDriver]] = Key("exec driver", ExecDriver)  # type: ignore[type-abstract]
 EVENTS: Final[Key[EventLog]] = Key("event log", EventLog)
+NETWORK: Final[Key[NetworkController]] = Key("network controller", NetworkController)

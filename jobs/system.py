@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any, Final
 
 from engine import VERSION, Engine, Job
-from jobs.services import DAEMON, EVENTS, EXEC_DRIVER, GRAPH_DRIVER, IMAGES, RUNTIME
+from engine.errors import Unavailable
+from jobs.services import DAEMON, EVENTS, EXEC_DRIVER, GRAPH_DRIVER, IMAGES, NETWORK, RUNTIME
 
 API_VERSION: Final = "1.45"
 MIN_API_VERSION: Final = "1.24"
@@ -114,7 +115,7 @@ def _docker_fields(engine: Engine) -> dict[str, object]:
     return {
         "Plugins": {
             "Volume": ["local"],
-            "Network": ["host", "null"],
+            "Network": ["bridge", "host", "null"],
             "Authorization": None,
             "Log": ["json-file"],
         },
@@ -196,9 +197,22 @@ def _containers(engine: Engine) -> dict[str, object]:
         "DefaultRuntime": execdriver.name,
         "Runtimes": {execdriver.name: {"path": "dockyard-native"}},
         "SecurityOptions": ["name=no-new-privileges"],
-        "DefaultNetwork": "none (the bridge driver is not available yet: containers get "
-        "--network none unless --network host is given)",
+        **_network_facts(engine),
     }
+
+
+def _network_facts(engine: Engine) -> dict[str, Any]:
+    """The default network and, for the bridge, what it runs on."""
+    try:
+        net = engine[NETWORK]
+    except Unavailable:  # an engine without networks (a tool, a test)
+        return {"DefaultNetwork": "none"}
+    facts: dict[str, Any] = {"DefaultNetwork": net.default}
+    bridge = net.records().get("bridge")
+    if bridge is not None and net.default == "bridge":
+        facts["DefaultBridge"] = {"Name": bridge.bridge, "Subnet": bridge.subnet,
+                                  "Gateway": bridge.gateway}  # fmt: skip
+    return facts
 
 
 def install(engine: Engine) -> None:

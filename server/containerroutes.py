@@ -306,7 +306,7 @@ ROUTES: Final[tuple[Route, ...]] = (
     ),
     Route(
         "DELETE",
-        "/containers/{id}",
+        "/containers/{id:.+}",  # with ?link=1 the id is a link's path: /containers//web/db
         "container_delete",
         with_path("id", binder=query("v", "force", "link")),
         render.empty,

@@ -19,12 +19,15 @@ import secrets
 import shutil
 import signal
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import jobs
 from drivers.exec import select as select_exec
 from drivers.graph import select
+from drivers.network import BUILTINS as NETWORK_DRIVERS
+from drivers.network import select as select_network
+from drivers.network.base import Settings
 from engine import Engine
 from engine.errors import FailedPrecondition
 from engine.plugins import load_plugins
@@ -33,10 +36,12 @@ from graph.db import GraphDB
 from graph.images import ImageStore
 from graph.jobhistory import JobHistory
 from graph.layers import LayerStore
+from graph.networks import NetworkStore
 from graph.volumes import VolumeStore
 from jobs.containers import remove_volumes, start_container
 from jobs.eventlog import EventLog
-from jobs.runtime import Runtime
+from jobs.netcontroller import NetworkController
+from jobs.runtime import Runtime, now_rfc3339
 from jobs.services import (
     DAEMON,
     EVENTS,
@@ -45,6 +50,7 @@ from jobs.services import (
     HISTORY,
     IMAGES,
     LAYERS,
+    NETWORK,
     RUNTIME,
     VOLUMES,
     DaemonInfo,
@@ -53,6 +59,8 @@ from server import serveapi
 from server.serveapi import INSECURE_TCP
 
 log = logging.getLogger("daemon")
+# The network ``default`` means, by the default network's driver.
+DEFAULT_NETWORKS = {"bridge": "bridge", "host": "host", "null": "none", "none": "none"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +82,8 @@ class DaemonConfig:
     insecure_tcp: bool = False
     debug: bool = False
     shutdown_timeout: float = 15.0
+    network: Settings = field(default_factory=Settings)
+    network_driver: str = ""  # the default network's driver (bridge, host or none)
 
 
 @contextlib.contextmanager
@@ -161,16 +171,38 @@ async def run(config: DaemonConfig) -> None:
             runtime.on_remove_volumes = functools.partial(remove_volumes, volumes)
             engine.provide(RUNTIME, runtime)
             engine.provide(EXEC_DRIVER, execdriver)
-            await runtime.restore()
+            network = await _network(config, db, runtime)
+            engine.provide(NETWORK, network)
             try:
+                await runtime.restore()
                 await _serve(config, engine)
             finally:
                 await runtime.shutdown()
+                await network.shutdown()
                 await execdriver.shutdown()
         finally:
             history.close()
             db.close()
             driver.cleanup()
+
+
+async def _network(config: DaemonConfig, db: GraphDB, runtime: Runtime) -> NetworkController:
+    """The network controller with every built-in driver, set up (bridges, rules)."""
+    default = select_network(config.network_driver, os.environ, config.network)
+    drivers = {name: factory(config.network) for name, factory in NETWORK_DRIVERS.items()}
+    engine_id = _engine_id(config.data_root)
+    network = NetworkController(
+        NetworkStore(db), drivers, config.network, DEFAULT_NETWORKS[default.name], engine_id
+    )
+    network.runtime = runtime
+    runtime.network = network
+    created = now_rfc3339((config.data_root / "engine-id").stat().st_mtime)
+    try:
+        await network.setup(created)
+    except BaseException:
+        await network.shutdown()
+        raise
+    return network
 
 
 async def _serve(config: DaemonConfig, engine: Engine) -> None:

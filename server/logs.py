@@ -47,3 +47,4 @@ def configure(*, debug: bool = False, fmt: str = "text") -> None:
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if debug else logging.INFO)
     logging.getLogger("asyncio").setLevel(logging.WARNING)
+    logging.getLogger("pyroute2").setLevel(logging.WARNING)  # a line per netlink message

@@ -11,11 +11,11 @@ from typing import Final
 from aiohttp import web
 
 from server import render
+from server.containerroutes import ok_empty, whole_body
 from server.routes import (
     Binder,
     Bound,
     Route,
-    body_fields,
     created_one,
     path_args,
     query,
@@ -38,12 +38,20 @@ ROUTES: Final[tuple[Route, ...]] = (
     Route("POST", "/images/prune", "image_prune", query("filters"), render.one),
     Route("GET", "/images/search", "search", query("term", "limit", "filters"), render.array),
     Route("GET", "/networks", "networks", query("filters"), render.array),
+    Route("POST", "/networks/create", "network_create", whole_body(), created_one),
     Route(
         "POST",
-        "/networks/create",
-        "network_create",
-        body_fields(name="Name", driver="Driver"),
-        created_one,
+        "/networks/{id}/connect",
+        "network_connect",
+        with_path("id", binder=whole_body()),
+        ok_empty,
+    ),
+    Route(
+        "POST",
+        "/networks/{id}/disconnect",
+        "network_disconnect",
+        with_path("id", binder=whole_body()),
+        ok_empty,
     ),
     Route("POST", "/networks/prune", "network_prune", query("filters"), render.one),
     Route(

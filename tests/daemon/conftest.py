@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import http.client
 import os
 import signal
@@ -9,7 +11,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -95,6 +97,7 @@ def spawn(base: Path, *extra: str, hosts: list[str] | None = None) -> subprocess
     ]
     for host in hosts:
         argv += ["-H", host]
+    argv += network_args(base, extra)
     log = open(base / "daemon.log", "ab")  # noqa: SIM115 - handed to the child
     try:
         return subprocess.Popen(
@@ -102,6 +105,44 @@ def spawn(base: Path, *extra: str, hosts: list[str] | None = None) -> subprocess
         )
     finally:
         log.close()
+
+
+def network_args(base: Path, extra: Sequence[str]) -> list[str]:
+    """A test daemon's own default bridge (``dyt<8 hex>``) on its own /24 of 10.214.0.0/16,
+    both derived from its *base* directory (a restart on the same data root gets the same ones),
+    with forwarding left as it is and no iptables rules; without root, no bridge at all
+    (``--network-driver none``)."""
+    if any(a.startswith(("--bridge", "--network-driver", "-b")) for a in extra):
+        return []
+    if os.geteuid() != 0:
+        return ["--network-driver", "none", "--iptables=false", "--ip-forward=false"]
+    digest = hashlib.sha256(str(base.resolve()).encode()).hexdigest()
+    bridge = "dyt" + digest[:8]
+    taken = _routed_elsewhere(bridge)
+    start = int(digest[8:12], 16) % 250
+    free = [(start + i) % 250 for i in range(250) if f"10.214.{(start + i) % 250}.0" not in taken]
+    n = free[0] if free else start
+    # No iptables by default: a daemon's chains cost some 40 iptables runs over its life, and
+    # only the network tests look at them (they ask for ``--iptables=true``).
+    return [
+        "--bridge",
+        bridge,
+        "--bip",
+        f"10.214.{n}.1/24",
+        "--ip-forward=false",
+        "--iptables=false",
+    ]
+
+
+def _routed_elsewhere(bridge: str) -> set[str]:
+    """Destinations of the host's IPv4 routes on interfaces other than *bridge*."""
+    taken = set()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/net/route").read_text().splitlines()[1:]:
+            fields = line.split()
+            if len(fields) > 1 and fields[0] != bridge:
+                taken.add(socket.inet_ntoa(bytes.fromhex(fields[1])[::-1]))
+    return taken
 
 
 def test_env() -> dict[str, str]:

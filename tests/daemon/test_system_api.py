@@ -76,11 +76,15 @@ def test_networks_list_and_inspect(daemon: Daemon, daemons: list[Daemon]) -> Non
     status, listed = call(daemon, "GET", "/networks")
     assert status == 200
     assert [(n["Name"], n["Driver"], n["Scope"]) for n in listed] == [
+        ("bridge", "bridge", "local"),
         ("host", "host", "local"),
         ("none", "null", "local"),
     ]
-    host, none = listed
+    bridge, host, none = listed
     assert HEX64.fullmatch(host["Id"]) and HEX64.fullmatch(none["Id"])
+    assert bridge["Options"]["com.docker.network.bridge.default_bridge"] == "true"
+    (pool,) = bridge["IPAM"]["Config"]  # the test daemon's --bip (tests/daemon/conftest.py)
+    assert pool["Subnet"].startswith("10.214.") and pool["Gateway"].endswith(".1")
     assert none["IPAM"] == {"Driver": "default", "Options": None, "Config": []}
     assert none["ConfigFrom"] == {"Network": ""} and none["Containers"] == {}
     # docker-py's empty filters, the map form, and unversioned paths
@@ -104,9 +108,9 @@ def test_networks_list_and_inspect(daemon: Daemon, daemons: list[Daemon]) -> Non
     assert call(again, "GET", "/networks") == (200, listed)
 
 
-def test_networks_cannot_be_created_or_removed_yet(daemon: Daemon) -> None:
-    status, body = call(daemon, "POST", "/networks/create", {"Name": "proj_default"})
-    assert status == 501 and "come with the bridge driver" in body["message"]
+def test_network_create_and_remove_refusals(daemon: Daemon) -> None:
+    status, body = call(daemon, "POST", "/networks/create", {"Name": "n", "Driver": "macvlan"})
+    assert status == 501 and "the macvlan driver is not supported" in body["message"]
     assert call(daemon, "POST", "/networks/create", {"Name": "n", "Driver": "host"}) == (
         409,
         {"message": 'only one instance of "host" network is allowed'},
@@ -137,7 +141,8 @@ def test_cli_network_commands(daemon: Daemon) -> None:
     assert listed.returncode == 0, listed.stderr
     lines = listed.stdout.splitlines()
     assert lines[0].split() == ["NETWORK", "ID", "NAME", "DRIVER", "SCOPE"]
-    assert [line.split()[1:] for line in lines[1:]] == [["host", "host", "local"],
+    assert [line.split()[1:] for line in lines[1:]] == [["bridge", "bridge", "local"],
+                                                         ["host", "host", "local"],
                                                          ["none", "null", "local"]]  # fmt: skip
     quiet = daemon.cli("network", "ls", "-q", "--filter", "driver=host")
     assert quiet.returncode == 0 and re.fullmatch(r"[0-9a-f]{12}\n", quiet.stdout)
@@ -225,7 +230,9 @@ def test_docker_cli(daemon: Daemon, tmp_path: Path) -> None:
         )
 
     listed = docker("network", "ls", "--format", "{{.Name}} {{.Driver}} {{.Scope}}")
-    assert listed.stdout.splitlines() == ["host host local", "none null local"], listed.stderr
+    assert listed.stdout.splitlines() == [
+        "bridge bridge local", "host host local", "none null local"
+    ], listed.stderr  # fmt: skip
     [none] = json.loads(docker("network", "inspect", "none").stdout)
     assert none["Name"] == "none" and none["Driver"] == "null"
     missing = docker("inspect", "nosuchthing")

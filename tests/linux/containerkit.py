@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -111,6 +112,46 @@ def remove_cgroups(parent: str) -> None:
             top.rmdir()
 
 
+def http_get(port: int, path: str = "/", timeout: float = 15) -> str:
+    """GET http://127.0.0.1:*port*/*path* (no proxy), retried until the server answers or
+    *timeout* passes; the body."""
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with opener.open(f"http://127.0.0.1:{port}{path}", timeout=3) as response:
+                return str(response.read().decode())
+        except OSError as exc:  # URLError, refused, reset, timed out
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no answer on 127.0.0.1:{port}{path}: {exc!r}") from exc
+            time.sleep(0.1)
+
+
+def bridge_of(daemon: Daemon) -> str:
+    """The default bridge a test daemon was started with (``--bridge``), or ""."""
+    args = [str(a) for a in daemon.proc.args]  # type: ignore[union-attr]
+    return args[args.index("--bridge") + 1] if "--bridge" in args else ""
+
+
+def network_leftovers(bridge: str) -> list[str]:
+    """What a stopped daemon with default bridge *bridge* left on the host: its bridge, veths
+    still on a bridge it made, its iptables chains and rules (``DY-<bridge>``)."""
+    if not bridge:
+        return []
+    left = []
+    links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True, check=False)
+    for line in links.stdout.splitlines():
+        name = line.split(":")[1].strip().split("@")[0]
+        if name == bridge or f"master {bridge} " in line:
+            left.append(f"link {name}")
+    for table in ("filter", "nat"):
+        rules = subprocess.run(["iptables", "-w", "-t", table, "-S"], capture_output=True,
+                               text=True, check=False)  # fmt: skip
+        left += [f"{table}: {r}" for r in rules.stdout.splitlines() if f"DY-{bridge}" in r
+                 or f" {bridge} " in f"{r} "]  # fmt: skip
+    return left
+
+
 def mounts_under(path: Path) -> list[str]:
     """Mount points of the host under *path*."""
     text = Path("/proc/self/mountinfo").read_text()
@@ -125,7 +166,7 @@ def containers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Containers]
     base = tmp_path_factory.mktemp("containers")
     tar = busybox_tar(tmp_path_factory.getbasetemp())
     parent = f"dockyard-test-{secrets.token_hex(4)}"
-    daemon = start(base / "d", "--cgroup-parent", parent)
+    daemon = start(base / "d", "--cgroup-parent", parent, "--iptables=true")
     kit = Containers(daemon, parent)
     try:
         with open(tar) as f:
@@ -141,9 +182,11 @@ def containers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Containers]
             kit.remove_all()
         finally:
             daemon.stop(signal.SIGTERM)
+            network_left = network_leftovers(bridge_of(daemon))
             remove_cgroups(parent)
             left = mounts_under(base)
             for mount in reversed(left):
                 subprocess.run(["umount", "-l", mount], check=False)
             shutil.rmtree(base, ignore_errors=True)
             assert not left, f"mounts left behind: {left}"
+            assert not network_left, f"network left behind: {network_left}"

@@ -195,12 +195,8 @@ BAD_CONFIG = [
     ({"HostConfig": "x"}, "HostConfig: expected object, got string"),
 ]  # fmt: skip
 UNSUPPORTED = [
-    ({"NetworkMode": "bridge"}, "HostConfig.NetworkMode: network mode bridge is not available "
-     "yet: the bridge driver will come later; use none, host or container:<name>"),
-    ({"PortBindings": {"80/tcp": [{"HostPort": "8080"}]}},
-     "HostConfig.PortBindings: not supported by this engine yet"),
-    ({"PublishAllPorts": True}, "HostConfig.PublishAllPorts: not supported by this engine yet"),
-    ({"Links": ["db:db"]}, "HostConfig.Links: not supported by this engine yet"),
+    ({"PortBindings": {"53/sctp": [{"HostPort": "53"}]}},
+     'HostConfig.PortBindings["53/sctp"]: sctp ports cannot be published: only tcp and udp are'),
     ({"GroupAdd": ["audio"]}, "HostConfig.GroupAdd: not supported by this engine yet"),
     ({"Runtime": "kata"}, "HostConfig.Runtime: not supported by this engine yet"),
     ({"CpuRealtimeRuntime": 1}, "HostConfig.CpuRealtimeRuntime: not supported by this engine"),
@@ -250,7 +246,7 @@ def test_log_options_are_checked_by_the_json_file_driver() -> None:
 
 DOCKER_PY_DEFAULTS = {
     "Binds": None, "ContainerIDFile": "", "LogConfig": {"Type": "json-file", "Config": {}},
-    "NetworkMode": "none", "PortBindings": None, "RestartPolicy": {"Name": "no",
+    "NetworkMode": "default", "PortBindings": None, "RestartPolicy": {"Name": "no",
     "MaximumRetryCount": 0}, "AutoRemove": False, "VolumeDriver": "", "VolumesFrom": None,
     "ConsoleSize": [0, 0], "CapAdd": None, "CapDrop": None, "CgroupnsMode": "host", "Dns": None,
     "DnsOptions": None, "DnsSearch": None, "ExtraHosts": None, "GroupAdd": None,
@@ -596,8 +592,19 @@ def test_cli_body_keeps_its_empty_lists_and_endpoints() -> None:
     assert request.config["StopTimeout"] == 0 and request.config["StopSignal"] == "term"
     assert "ExposedPorts" not in request.config and request.config["Volumes"] == {}
     assert request.networking == cli["NetworkingConfig"]
-    with pytest.raises(NotSupported, match=r"^NetworkingConfig\.EndpointsConfig\.proj_net: "):
-        cc.parse_create({**cli, "NetworkingConfig": {"EndpointsConfig": {"proj_net": {}}}})
+    with pytest.raises(NotSupported, match=r"^NetworkingConfig\.EndpointsConfig\.n\.MacAddr"):
+        cc.parse_create({**cli, "NetworkingConfig": {"EndpointsConfig": {"n": {
+            "MacAddress": "02:42:ac:11:00:02"}}}})  # fmt: skip
+    with pytest.raises(InvalidArgument, match=r"^NetworkingConfig\.EndpointsConfig\.n\.IPAMC"):
+        cc.parse_create({**cli, "NetworkingConfig": {"EndpointsConfig": {"n": {
+            "IPAMConfig": {"IPv4Address": "300.1.1.1"}}}}})  # fmt: skip
+    with pytest.raises(InvalidArgument, match=r'^HostConfig\.Links\[0\]: invalid link "a:b:c"'):
+        cc.parse_create({**cli, "HostConfig": {"Links": ["a:b:c"]}})
+    with pytest.raises(InvalidArgument, match=r"HostConfig\.PortBindings"):
+        cc.parse_create({**cli, "HostConfig": {"PortBindings": {"80/tcp": [{"HostPort": "x"}]}}})
+    published = cc.parse_create({**cli, "ExposedPorts": {"80/tcp": {}}, "HostConfig": {
+        "PublishAllPorts": True, "Links": ["db:alias"]}}).host_config  # fmt: skip
+    assert published["PublishAllPorts"] is True and published["Links"] == ["db:alias"]
     assert cc.parse_create({**cli, "HostConfig": {"NetworkMode": "none"}, "NetworkingConfig": {
         "EndpointsConfig": {"none": {}}}}).host_config["NetworkMode"] == "none"  # fmt: skip
 
