@@ -4,8 +4,11 @@
 Used by bench/run.sh against dockyard and dockerd alike; every container it makes carries the
 label given with --label, and only containers with that label are ever removed.
 
-    runloop.py SOCKET loop  --label K=V [--runs 30] [--warmup 2]
-        time create + start + wait + remove of ``true`` (--network none), one run after another
+    runloop.py SOCKET loop  --label K=V [--runs 30] [--warmup 2] [--network none]...
+        time create + start + wait + remove of ``true``, one run after another, on each network
+        given (HostConfig.NetworkMode: ``none``, or ``default`` for the daemon's default bridge;
+        repeatable, default none); with several, each round runs one container on each, the
+        order turning round by round, so that they share the machine's load alike
     runloop.py SOCKET many  --label K=V [--count 50] [--parallel 10]
         create + start COUNT containers running ``sleep 300``, at most PARALLEL at a time
     runloop.py SOCKET pss   --label K=V [--data-root DIR]
@@ -72,13 +75,13 @@ class Api:
             raise RuntimeError(f"{method} {url}: {response.status} {raw[:300]!r}")
         return json.loads(raw) if raw.strip() else None
 
-    def create(self, cmd: list[str], label: tuple[str, str]) -> str:
-        """Create a container of busybox with no network; its id."""
+    def create(self, cmd: list[str], label: tuple[str, str], network: str = "none") -> str:
+        """Create a container of busybox on *network* (a NetworkMode); its id."""
         body = {
             "Image": IMAGE,
             "Cmd": cmd,
             "Labels": {label[0]: label[1]},
-            "HostConfig": {"NetworkMode": "none"},
+            "HostConfig": {"NetworkMode": network},
         }
         return str(self.call("POST", "/containers/create", body)["Id"])
 
@@ -89,10 +92,10 @@ class Api:
         return list(self.call("GET", f"/containers/json?{query}"))
 
 
-def one_run(api: Api, label: tuple[str, str]) -> float:
-    """create + start + wait + remove of ``true``; the wall time."""
+def one_run(api: Api, label: tuple[str, str], network: str = "none") -> float:
+    """create + start + wait + remove of ``true`` on *network*; the wall time."""
     began = time.perf_counter()
-    id = api.create(["true"], label)
+    id = api.create(["true"], label, network)
     api.call("POST", f"/containers/{id}/start")
     status = api.call("POST", f"/containers/{id}/wait")
     api.call("DELETE", f"/containers/{id}")
@@ -103,12 +106,17 @@ def one_run(api: Api, label: tuple[str, str]) -> float:
 
 
 def cmd_loop(api: Api, args: argparse.Namespace) -> dict[str, Any]:
-    """Time the run loop; warm-up runs are made but not counted."""
-    for _ in range(args.warmup):
-        one_run(api, args.label)
-    times = [one_run(api, args.label) for _ in range(args.runs)]
-    return {"median": statistics.median(times), "min": min(times), "max": max(times),
-            "times": [round(t, 4) for t in times]}  # fmt: skip
+    """Time the run loop on each network, by network; warm-up rounds are made but not counted."""
+    networks = list(dict.fromkeys(args.network or ["none"]))
+    times: dict[str, list[float]] = {net: [] for net in networks}
+    for i in range(args.warmup + args.runs):
+        turn = i % len(networks)
+        for net in networks[turn:] + networks[:turn]:
+            took = one_run(api, args.label, net)
+            if i >= args.warmup:
+                times[net].append(took)
+    return {net: {"median": statistics.median(t), "min": min(t), "max": max(t),
+                  "times": [round(x, 4) for x in t]} for net, t in times.items()}  # fmt: skip
 
 
 def cmd_many(api: Api, args: argparse.Namespace) -> dict[str, Any]:
@@ -195,6 +203,7 @@ def main() -> None:
         if name == "loop":
             p.add_argument("--runs", type=int, default=30)
             p.add_argument("--warmup", type=int, default=2)
+            p.add_argument("--network", action="append", help="NetworkMode: none, default, ...")
         if name == "many":
             p.add_argument("--count", type=int, default=50)
             p.add_argument("--parallel", type=int, default=10)

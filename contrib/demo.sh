@@ -53,3 +53,15 @@ step "$DOCKYARD" top demo-web
 step "$DOCKYARD" stop -t 1 demo-web
 step "$DOCKYARD" rm demo-web
 step "$DOCKYARD" run --rm busybox echo hello from dockyard
+# Networking: a web server published on the host's loopback, reached by name on a network.
+"$DOCKYARD" rm -f demo-httpd >/dev/null 2>&1 || true
+"$DOCKYARD" network rm demo-net >/dev/null 2>&1 || true
+step "$DOCKYARD" network create demo-net
+step "$DOCKYARD" run -d --name demo-httpd --network demo-net -p 127.0.0.1:0:80 busybox sh -c 'echo "hello over the bridge" > /index.html; httpd -f -p 80 -h /'
+step "$DOCKYARD" port demo-httpd
+port=$("$DOCKYARD" port demo-httpd 80/tcp | head -1 | sed 's/.*://')
+sleep 0.5
+step curl -s "http://127.0.0.1:$port/"
+step "$DOCKYARD" run --rm --network demo-net busybox wget -q -O - http://demo-httpd/
+step "$DOCKYARD" rm -f demo-httpd
+step "$DOCKYARD" network rm demo-net
