@@ -236,7 +236,7 @@ class NetworkController(Networks):
         if not endpoints:
             return
         attached = self.attached.setdefault(container.id, Attached(endpoints=list(endpoints)))
-        records = {r.id: r for r in await asyncio.to_thread(self.store.all)}
+        records = {r.id: r for r in self.records().values()}
         first = records[endpoints[0].network_id]
         for raw in endpoints[0].ports:
             port = PortMap(raw["proto"], raw["host_ip"], int(raw["host_port"]), endpoints[0].ip,

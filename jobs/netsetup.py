@@ -21,7 +21,6 @@ from collections.abc import Mapping
 from typing import Final
 
 from drivers.network.base import Network, NetworkDriver, Settings
-from drivers.network.netlink import Netlink
 from engine.errors import EngineError, FailedPrecondition, InvalidArgument
 from graph.networks import NetworkRecord, NetworkStore, choose_subnet, gateway_of
 
@@ -50,7 +49,7 @@ class Networks:
         self.store, self.drivers, self.settings = store, drivers, settings
         self.default = default  # the network "default" means: bridge, host or none
         self.engine_id = engine_id
-        self.mtu = settings.mtu or 1500
+        self.mtu = settings.mtu  # 0: the driver uses the host's default-route MTU
         self.bridge_error = ""  # why bridge networks cannot be used, when they cannot
         self._records: dict[str, NetworkRecord] | None = None
 
@@ -77,7 +76,6 @@ class Networks:
 
     async def setup(self, created: str) -> None:
         """Make the predefined networks and bring up every bridge the store knows."""
-        self.mtu = self.settings.mtu or await asyncio.to_thread(Netlink().default_mtu)
         await asyncio.to_thread(self._predefined, created)
         self.refresh()
         try:

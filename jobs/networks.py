@@ -270,42 +270,31 @@ class ConnectParams:
 
 async def network_connect(job: Job[ConnectParams]) -> None:
     """Connect a container to a network (at once if it runs, else from its next start)."""
-    net, rt = job.engine[NETWORK], job.engine[RUNTIME]
-    b = Fields(job.params.body, "")
-    if not b.text("Container"):
-        raise InvalidArgument("Container: the container to connect is required")
-    record = await asyncio.to_thread(net.store.get, job.args[0])
-    container = rt.get(b.text("Container"))
-    settings = check_endpoint(b.raw.get("EndpointConfig"), "EndpointConfig")
-    async with rt.live[container.id].lock:
-        await net.connect(container, record, settings)
-        await rt.save(container)
-    rt.events.emit(
-        "network",
-        "connect",
-        record.id,
-        {"container": container.id, "name": record.name, "type": record.driver},
-    )
+    await _change(job, "connect")
 
 
 async def network_disconnect(job: Job[ConnectParams]) -> None:
     """Disconnect a container from a network."""
+    await _change(job, "disconnect")
+
+
+async def _change(job: Job[ConnectParams], verb: str) -> None:
     net, rt = job.engine[NETWORK], job.engine[RUNTIME]
     b = Fields(job.params.body, "")
     if not b.text("Container"):
-        raise InvalidArgument("Container: the container to disconnect is required")
+        raise InvalidArgument(f"Container: the container to {verb} is required")
     record = await asyncio.to_thread(net.store.get, job.args[0])
     container = rt.get(b.text("Container"))
+    settings = check_endpoint(b.raw.get("EndpointConfig"), "EndpointConfig")
     b.flag("Force")
     async with rt.live[container.id].lock:
-        await net.disconnect(container, record)
+        if verb == "connect":
+            await net.connect(container, record, settings)
+        else:
+            await net.disconnect(container, record)
         await rt.save(container)
-    rt.events.emit(
-        "network",
-        "disconnect",
-        record.id,
-        {"container": container.id, "name": record.name, "type": record.driver},
-    )
+    attributes = {"container": container.id, "name": record.name, "type": record.driver}
+    job.engine[EVENTS].emit("network", verb, record.id, attributes)
 
 
 async def network_prune(job: Job[PruneParams]) -> None:

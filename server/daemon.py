@@ -26,7 +26,7 @@ import jobs
 from drivers.exec import select as select_exec
 from drivers.graph import select
 from drivers.network import BUILTINS as NETWORK_DRIVERS
-from drivers.network import select as select_network
+from drivers.network import chosen as default_network
 from drivers.network.base import Settings
 from engine import Engine
 from engine.errors import FailedPrecondition
@@ -59,8 +59,6 @@ from server import serveapi
 from server.serveapi import INSECURE_TCP
 
 log = logging.getLogger("daemon")
-# The network ``default`` means, by the default network's driver.
-DEFAULT_NETWORKS = {"bridge": "bridge", "host": "host", "null": "none", "none": "none"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,12 +186,10 @@ async def run(config: DaemonConfig) -> None:
 
 async def _network(config: DaemonConfig, db: GraphDB, runtime: Runtime) -> NetworkController:
     """The network controller with every built-in driver, set up (bridges, rules)."""
-    default = select_network(config.network_driver, os.environ, config.network)
+    default = default_network(config.network_driver, os.environ)
     drivers = {name: factory(config.network) for name, factory in NETWORK_DRIVERS.items()}
     engine_id = _engine_id(config.data_root)
-    network = NetworkController(
-        NetworkStore(db), drivers, config.network, DEFAULT_NETWORKS[default.name], engine_id
-    )
+    network = NetworkController(NetworkStore(db), drivers, config.network, default, engine_id)
     network.runtime = runtime
     runtime.network = network
     created = now_rfc3339((config.data_root / "engine-id").stat().st_mtime)

@@ -43,14 +43,19 @@ BUILTINS: Final[dict[str, Factory]] = {
 }
 
 
+def chosen(name: str, env: Mapping[str, str]) -> str:
+    """The table name of the driver named *name*, else by ``DOCKER_NETWORKDRIVER``, else the
+    bridge driver's; it is also the name of the network ``default`` means."""
+    found = name or env.get(ENV_VAR, "") or DEFAULT
+    if found not in BUILTINS:
+        known = ", ".join(sorted(BUILTINS))
+        raise InvalidArgument(f"network driver: unknown driver {found!r} (known: {known})")
+    return found
+
+
 def select(name: str, env: Mapping[str, str], settings: Settings) -> NetworkDriver:
     """The driver named *name*, else by ``DOCKER_NETWORKDRIVER``, else the bridge driver."""
-    chosen = name or env.get(ENV_VAR, "") or DEFAULT
-    factory = BUILTINS.get(chosen)
-    if factory is None:
-        known = ", ".join(sorted(BUILTINS))
-        raise InvalidArgument(f"network driver: unknown driver {chosen!r} (known: {known})")
-    return factory(settings)
+    return BUILTINS[chosen(name, env)](settings)
 
 
 __all__ = [
@@ -67,5 +72,6 @@ __all__ = [
     "Proto",
     "Sandbox",
     "Settings",
+    "chosen",
     "select",
 ]

@@ -69,8 +69,15 @@ class BridgeDriver:
         self._bridges: dict[str, None] = {}  # made or adopted, in order
         self._extra: dict[str, dict[Rule, None]] = {}  # network id → publish/link rules
         self._lock = threading.Lock()
+        self._default_mtu = 0  # the host's default-route MTU, read once
         if settings.iptables and not self.chains.available:
             log.warning("%s", self.chains.reason)
+
+    def _host_mtu(self) -> int:
+        """The MTU of the host's default-route interface (1500 without one), read once."""
+        if not self._default_mtu:
+            self._default_mtu = self.netlink.default_mtu()
+        return self._default_mtu
 
     @property
     def iptables_active(self) -> bool:
@@ -118,7 +125,7 @@ class BridgeDriver:
         address = _gateway_cidr(network)
         link = self.netlink.find_link(network.bridge)
         if link is None:
-            mtu = network.mtu or self.netlink.default_mtu()
+            mtu = network.mtu or self._host_mtu()
             self.netlink.create_bridge(network.bridge, address, mtu)
         elif link.kind != "bridge":
             kind = link.kind or "non-bridge"
@@ -158,7 +165,7 @@ class BridgeDriver:
             pid=pid,
             ifname=iface.ifname,
             address=f"{iface.ip}/{iface.prefixlen}",
-            mtu=network.mtu or self.netlink.default_mtu(),
+            mtu=network.mtu or self._host_mtu(),
             mac=iface.mac,
             gateway=iface.gateway,
         )
