@@ -7,8 +7,8 @@ BIN := $(VENV)/bin
 # demo, btrfs-progs for the btrfs driver tests, busybox-static for test images, skopeo and umoci
 # as independent image tools, graphviz to draw the image graph, iptables for the bridge
 # network's NAT and filter rules, iproute2 for the network tests' checks.
-APT_PACKAGES := python3-venv curl btrfs-progs busybox-static skopeo umoci graphviz iptables iproute2
-TYPED := engine graph drivers
+APT_PACKAGES := python3-venv curl btrfs-progs busybox-static skopeo umoci graphviz iptables iproute2 docker-registry apache2-utils
+TYPED := engine graph drivers registry
 # docker-compose 1.29.2 for the compatibility tests, in a venv of its own: it needs docker 6.1,
 # requests<2.32 and urllib3<2, and its PyYAML 5.4.1 only builds with Cython<3.
 COMPOSE_VENV := .venv-compose

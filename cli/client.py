@@ -106,11 +106,12 @@ class Client:
         *,
         data: BinaryIO | None = None,
         content_type: str = "application/x-tar",
+        headers: Mapping[str, str] | None = None,
     ) -> http.client.HTTPResponse:
-        """Send one request (a JSON *body*, or a stream of raw *data*); return the response, or
-        raise the error the daemon sent."""
+        """Send one request (a JSON *body*, or a stream of raw *data*, plus extra *headers*);
+        return the response, or raise the error the daemon sent."""
         conn = self._connection(timeout)
-        headers = {"Host": "localhost"}
+        headers = {"Host": "localhost", **(headers or {})}
         payload: bytes | BinaryIO | None = None
         if data is not None:
             payload = data
@@ -150,11 +151,15 @@ class Client:
         return orjson.loads(raw) if raw else None
 
     def messages(
-        self, method: str, path: str, data: BinaryIO | None = None
+        self,
+        method: str,
+        path: str,
+        data: BinaryIO | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> Iterator[dict[str, object]]:
         """Yield the JSON messages of a Docker-style stream; raise an in-band error."""
-        response = self.request(method, path, data=data)
-        for line in response:
+        response = self.request(method, path, data=data, headers=headers)
+        for line in lines(response):
             if not line.strip():
                 continue
             message = orjson.loads(line)
@@ -169,9 +174,33 @@ class Client:
         response = self.request(
             "POST", f"/jobs/{quote(name, safe='')}", {"args": args, "params": dict(params)}
         )
-        for line in response:
+        for line in lines(response):
             if line.strip():
                 yield orjson.loads(line)
+
+
+def lines(response: http.client.HTTPResponse) -> Iterator[bytes]:
+    """The lines of a streamed body; Unavailable if the daemon went away before its end.
+
+    (Iterating an ``HTTPResponse`` treats a chunked body cut short as a normal end, which would
+    make a pull whose daemon was killed look like a success.)
+    """
+    pending = b""
+    while True:
+        try:
+            data = response.read1(1 << 16)
+        except (http.client.IncompleteRead, ConnectionError) as exc:
+            raise Unavailable(
+                f"the daemon closed the stream before its end (unexpected EOF): {exc}"
+            ) from None
+        if not data:
+            break
+        pending += data
+        *complete, pending = pending.split(b"\n")
+        for line in complete:
+            yield line + b"\n"
+    if pending:
+        yield pending
 
 
 def filters(items: tuple[str, ...]) -> str:

@@ -86,6 +86,28 @@ from engine.errors import EngineError
     envvar="DOCKER_NETWORKDRIVER",
     help="Driver of the default network: bridge, host or none.",
 )
+@click.option(
+    "--insecure-registry",
+    "insecure_registries",
+    multiple=True,
+    help="host[:port] or CIDR of a registry to reach without verified TLS (repeatable).",
+)
+@click.option(
+    "--registry-mirror",
+    "registry_mirrors",
+    multiple=True,
+    help="Docker Hub mirror URL (repeatable).",
+)
+@click.option("--max-concurrent-downloads", default=3, show_default=True, type=click.IntRange(1))
+@click.option("--max-concurrent-uploads", default=5, show_default=True, type=click.IntRange(1))
+@click.option("--max-download-attempts", default=5, show_default=True, type=click.IntRange(1))
+@click.option(
+    "--download-retry-delay",
+    default=5.0,
+    show_default=True,
+    type=click.FloatRange(0),
+    help="Seconds to wait before a blob's second try (times the try's number after that).",
+)
 @click.option("--shutdown-timeout", default=15.0, show_default=True, help="Seconds to drain jobs.")
 @click.option("-D", "--debug", is_flag=True, help="Log at debug level (every +job/-job).")
 @click.option("--log-format", type=click.Choice(["text", "json"]), default="text")
@@ -116,6 +138,12 @@ def daemon(
     ip_masq: bool,
     default_ip: str,
     network_driver: str,
+    insecure_registries: tuple[str, ...],
+    registry_mirrors: tuple[str, ...],
+    max_concurrent_downloads: int,
+    max_concurrent_uploads: int,
+    max_download_attempts: int,
+    download_retry_delay: float,
 ) -> None:
     """Run the daemon in the foreground until SIGINT or SIGTERM.
 
@@ -124,6 +152,9 @@ def daemon(
     import asyncio  # the daemon's imports stay out of client commands
 
     from drivers.network.base import Settings
+    from registry.download import Retry
+    from registry.endpoint import RegistryConfig
+    from registry.service import RegistryService
     from server import daemon as server_daemon
     from server.logs import configure
 
@@ -149,6 +180,12 @@ def daemon(
             ip_forward=ip_forward, ip_masq=ip_masq, default_ip=default_ip,
         ),
         network_driver=network_driver,
+        registry=RegistryService(
+            RegistryConfig(insecure_registries, registry_mirrors),
+            max_downloads=max_concurrent_downloads,
+            max_uploads=max_concurrent_uploads,
+            retry=Retry(max_download_attempts, download_retry_delay),
+        ),
     )  # fmt: skip
     try:
         with asyncio.Runner(loop_factory=server_daemon.event_loop) as runner:

@@ -67,6 +67,7 @@ def import_(client: Client, source: str, reference: str | None, changes: tuple[s
 @click.command()
 @click.option("-a", "--all", "all_", is_flag=True, help="Show intermediate images too.")
 @click.option("-q", "--quiet", is_flag=True, help="Only show image ids.")
+@click.option("--digests", is_flag=True, help="Show each repository's manifest digest.")
 @click.option(
     "-f",
     "--filter",
@@ -81,8 +82,8 @@ def import_(client: Client, source: str, reference: str | None, changes: tuple[s
 )
 @render.json_option
 @pass_client
-def images(client: Client, all_: bool, quiet: bool, filters: tuple[str, ...], tree: bool,
-           viz: bool, fmt: str, as_json: bool) -> None:  # fmt: skip
+def images(client: Client, all_: bool, quiet: bool, digests: bool, filters: tuple[str, ...],
+           tree: bool, viz: bool, fmt: str, as_json: bool) -> None:  # fmt: skip
     """List images; --tree and --viz show how they share layers.
 
     Example: dockyard images --tree
@@ -103,15 +104,29 @@ def images(client: Client, all_: bool, quiet: bool, filters: tuple[str, ...], tr
         {
             "repo": repo,
             "tag": tag,
+            "digest": _digest_for(repo, row["RepoDigests"] or []),
             "id": row["Id"].removeprefix("sha256:")[:12],
             "created": render.human_ago(row["Created"]),
             "size": render.human_size(row["Size"]),
         }
         for row in rows
-        for repo, tag in map(split_reference, row["RepoTags"] or ["<none>:<none>"])
+        for repo, tag in _names(row)
     ]
-    columns = [("REPOSITORY", "repo"), ("TAG", "tag"), ("IMAGE ID", "id")]
-    render.table(table, [*columns, ("CREATED", "created"), ("SIZE", "size")])
+    columns = [("REPOSITORY", "repo"), ("TAG", "tag")]
+    columns += [("DIGEST", "digest")] if digests else []
+    render.table(table, [*columns, ("IMAGE ID", "id"), ("CREATED", "created"), ("SIZE", "size")])
+
+
+def _names(row: dict[str, Any]) -> list[tuple[str, str]]:
+    """(repository, tag) rows of an image; an untagged pulled image shows its digest's repo."""
+    if row["RepoTags"]:
+        return [split_reference(t) for t in row["RepoTags"]]
+    repos = dict.fromkeys(d.split("@", 1)[0] for d in row["RepoDigests"] or [])
+    return [(repo, "<none>") for repo in repos] or [("<none>", "<none>")]
+
+
+def _digest_for(repo: str, digests: list[str]) -> str:
+    return next((d.split("@", 1)[1] for d in digests if d.split("@", 1)[0] == repo), "<none>")
 
 
 def _tree(nodes: list[dict[str, Any]]) -> None:

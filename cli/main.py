@@ -2,18 +2,56 @@
 
 from __future__ import annotations
 
-from typing import Any
+import importlib
+from typing import Any, Final
 
 import click
 
-from cli import containers, daemon, events, images, jobs, networks, port, prune, system, volumes
 from cli.client import DEFAULT_HOST, Client, TLSConfig
 from cli.exits import CommandError
 from engine.errors import EngineError
 
+# Every command by name, as "module:attribute". A command's module is imported only when the
+# command runs (or help lists them all), so `dockyard pull` does not pay for `run`'s imports.
+COMMANDS: Final = {
+    **dict.fromkeys(("daemon",), "cli.daemon:daemon"),
+    "job": "cli.jobs:job",
+    "jobs": "cli.jobs:jobs",
+    "version": "cli.system:version",
+    "info": "cli.system:info",
+    "events": "cli.events:events",
+    "import": "cli.images:import_",
+    **{name: f"cli.images:{name}" for name in ("images", "inspect", "history", "tag", "rmi")},
+    **{name: f"cli.images:{name}" for name in ("save", "load")},
+    "volume": "cli.volumes:volume",
+    **{name: f"cli.prune:{name}" for name in ("container", "image", "system")},
+    "network": "cli.networks:network",
+    "port": "cli.port:port",
+    **{name: f"cli.registry:{name}" for name in ("pull", "push", "login", "logout")},
+    "exec": "cli.containers:exec_",
+    **{
+        name: f"cli.containers:{name}"
+        for name in (
+            "attach", "commit", "cp", "create", "diff", "export", "kill", "logs", "pause", "ps",
+            "rename", "restart", "rm", "run", "start", "stats", "stop", "top", "unpause",
+            "update", "wait",
+        )
+    },
+}  # fmt: skip
+
 
 class DockyardGroup(click.Group):
-    """A click group that turns engine errors into CommandError (message, exit code by class)."""
+    """A click group that turns engine errors into CommandError (message, exit code by class)
+    and loads each command from ``COMMANDS`` when it is first asked for."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *COMMANDS})
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in self.commands and name in COMMANDS:
+            module, attribute = COMMANDS[name].split(":")
+            self.add_command(getattr(importlib.import_module(module), attribute), name)
+        return super().get_command(ctx, name)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -54,22 +92,6 @@ def cli(
     use_tls = tls or tlsverify or bool(tlscert)
     config = TLSConfig(tlscacert, tlscert, tlskey, verify=tlsverify) if use_tls else None
     ctx.obj = Client(host, config)
-
-
-cli.add_command(daemon.daemon)
-cli.add_command(jobs.job)
-cli.add_command(jobs.jobs)
-cli.add_command(system.version)
-cli.add_command(system.info)
-cli.add_command(events.events)
-for command in (images.import_, images.images, images.inspect, images.history, images.tag,
-                images.rmi, images.save, images.load):  # fmt: skip
-    cli.add_command(command)
-cli.add_command(volumes.volume)
-for command in containers.COMMANDS:
-    cli.add_command(command)
-for command in (*prune.COMMANDS, *networks.COMMANDS, *port.COMMANDS):
-    cli.add_command(command)
 
 
 def main() -> None:

@@ -38,6 +38,10 @@ class Unavailable(EngineError):
     """A service the request needs cannot be reached or is not accepting work now."""
 
 
+class Unauthenticated(EngineError):
+    """The caller's credentials (or their absence) were refused, e.g. by a registry."""
+
+
 class NotSupported(EngineError):
     """The feature or driver cannot work on this host; skippable when choosing drivers."""
 
@@ -58,6 +62,7 @@ KINDS: Final[dict[str, type[EngineError]]] = {
         InvalidArgument,
         FailedPrecondition,
         Unavailable,
+        Unauthenticated,
         NotSupported,
         Cancelled,
     )

@@ -15,7 +15,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Generic, Literal, Protocol, TypeVar
+from typing import TYPE_CHECKING, Final, Generic, Literal, Protocol, TypeVar
 
 from engine.errors import Cancelled, EngineError, JobNotFound
 
@@ -23,6 +23,8 @@ if TYPE_CHECKING:
     from engine.engine import Engine
 
 log = logging.getLogger("engine")
+# What the history shows for a param declared with ``metadata={"secret": True}``.
+REDACTED: Final = "<redacted>"
 
 P = TypeVar("P")
 Record = Mapping[str, object]
@@ -176,7 +178,12 @@ class Job(Generic[P]):
     def summary(self) -> JobSummary:
         """Return what is recorded of this job in the history."""
         params = self.params
-        fields = dataclasses.asdict(params) if dataclasses.is_dataclass(params) else {}  # type: ignore[arg-type]
+        fields: dict[str, object] = {}
+        if dataclasses.is_dataclass(params):
+            for f in dataclasses.fields(params):
+                value = getattr(params, f.name)
+                # Secrets (passwords, registry credentials) are never kept in the history.
+                fields[f.name] = REDACTED if f.metadata.get("secret") and value else value
         return JobSummary(
             id=self.id,
             name=self.name,

@@ -16,8 +16,11 @@ import json
 import re
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
+
+import sqlite_utils
 
 from engine.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from graph.db import GraphDB, Row
@@ -87,16 +90,22 @@ class ImageStore:
         self._top_of: dict[str, str] = {}
         self._heads: dict[str, list[tuple[str, tuple[str, ...]]]] | None = None
 
-    def add(self, config: bytes, chain: list[Layer], parent: str = "") -> Image:
-        """Store an image whose layers are *chain* (base first); return it (existing or new)."""
+    def add(
+        self, config: bytes, chain: list[Layer], parent: str = "", names: Sequence[Reference] = ()
+    ) -> Image:
+        """Store an image whose layers are *chain* (base first), named by *names* (tags and
+        ``name@digest`` references) in the same transaction; return it (existing or new)."""
         id = image_id(config)
         diff_ids = diff_ids_of(config)
         if diff_ids != [layer.diff_id for layer in chain]:
             raise InvalidArgument(f"config: rootfs.diff_ids of {id} do not match its layers")
         try:
-            return self.get(id)
+            self.get(id)
         except ImageNotFound:
             pass
+        else:
+            self.name(id, names)
+            return self.get(id)
         created = json.loads(config).get("created") or ""
         with self.db.write() as tx:
             try:
@@ -112,13 +121,35 @@ class ImageStore:
                     }
                 )
             except AlreadyExists:
-                return self.get(id)
-            tx.table("image_layers").insert_all(
-                {"image_id": id, "position": i, "layer_id": layer.id}
-                for i, layer in enumerate(chain)
-            )
+                new = False
+            else:
+                new = True
+                tx.table("image_layers").insert_all(
+                    {"image_id": id, "position": i, "layer_id": layer.id}
+                    for i, layer in enumerate(chain)
+                )
+                moved = _write_names(tx, id, names)
+        if not new:
+            self.name(id, names)
+            return self.get(id)
         self._cached(id, top=chain[-1].id if chain else "")
+        self._names_cached(id, moved)
         return self.get(id)
+
+    def name(self, id: str, names: Sequence[Reference]) -> None:
+        """Point every tag and ``name@digest`` reference in *names* at image *id*, at once."""
+        if not names:
+            return
+        with self.db.write() as tx:
+            moved = _write_names(tx, id, names)
+        self._names_cached(id, moved)
+
+    def _names_cached(self, id: str, moved: list[tuple[str, str | None]]) -> None:
+        for name, old in moved:
+            if old and old != id:
+                self._cached(old, untag=familiar_name(name))
+            if old != id:
+                self._cached(id, tag=familiar_name(name))
 
     def get(self, id: str) -> Image:
         """Return the image with full id *id*; ImageNotFound if absent."""
@@ -328,6 +359,25 @@ class ImageStore:
             tuple(r["name"] for r in tags),
             tuple(r["name"] for r in digests),
         )
+
+
+def _write_names(
+    tx: sqlite_utils.Database, id: str, names: Sequence[Reference]
+) -> list[tuple[str, str | None]]:
+    """Upsert tags and digest references in *tx*; return (tag name, image it left) per tag."""
+    moved: list[tuple[str, str | None]] = []
+    for ref in names:
+        table = "digests" if ref.digest else "tags"
+        name = str(ref if ref.digest else with_default_tag(ref))
+        old = tx.execute(f"SELECT image_id FROM {table} WHERE name = ?", (name,)).fetchone()
+        tx.execute(
+            f"INSERT INTO {table} (name, image_id, added) VALUES (?, ?, ?) ON CONFLICT (name)"
+            " DO UPDATE SET image_id = excluded.image_id, added = excluded.added",
+            (name, id, time.time()),
+        )
+        if table == "tags":
+            moved.append((name, old[0] if old else None))
+    return moved
 
 
 def _image(

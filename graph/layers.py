@@ -46,10 +46,15 @@ if TYPE_CHECKING:
 from drivers.graph import Differ, GraphDriver, NaiveDiffer
 from engine.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from graph.archive import AppliedLayer
-from graph.archive.compression import Readable, decompressed, is_compressed
+from graph.archive.compression import TRAILING_MAX, Readable, decompressed, is_compressed
+from graph.archive.writer import BackgroundWriter
 from graph.db import GraphDB, Row
 
 log = logging.getLogger(__name__)
+
+
+class DiffIdMismatch(InvalidArgument):
+    """A layer's tar is not the diff_id it was given as."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,7 +197,7 @@ class LayerStore:
             self.driver.create(id, parent)
             applied = apply(id)
             if diff_id and applied.diff_id != diff_id:
-                raise InvalidArgument(
+                raise DiffIdMismatch(
                     f"layer content does not match its digest: expected {diff_id}, "
                     f"got {applied.diff_id}"
                 )
@@ -219,10 +224,19 @@ class LayerStore:
     def _apply(self, id: str, parent: str, stream: BinaryIO) -> AppliedLayer:
         staged = self.tars / f".{id}.tar.tmp"
         with open(staged, "wb") as copy:
-            tee = io.BufferedReader(_Tee(decompressed(stream), copy), 1 << 20)
-            applied = self.differ.apply_diff(id, parent, cast(BinaryIO, tee))
-            while tee.read(1 << 20):  # apply stops at the end-of-archive blocks; keep the rest
-                pass
+            writer = BackgroundWriter(cast(BinaryIO, copy))
+            try:
+                tee = io.BufferedReader(_Tee(decompressed(stream), writer), 1 << 20)
+                applied = self.differ.apply_diff(id, parent, cast(BinaryIO, tee))
+                trailing = 0  # apply stops at the end-of-archive blocks; keep what follows them
+                while chunk := tee.read(1 << 20):
+                    trailing += len(chunk)
+                    if trailing > TRAILING_MAX:
+                        raise InvalidArgument(
+                            f"layer: more than {TRAILING_MAX} bytes after the tar archive's end"
+                        )
+            finally:
+                writer.close()
             copy.flush()
             os.fsync(copy.fileno())
         os.rename(staged, self.tar_path(id))
@@ -318,7 +332,7 @@ def _depth_first(
 class _Tee(io.RawIOBase):
     """Reads from *source*, copying every byte read to *copy*."""
 
-    def __init__(self, source: Readable, copy: BinaryIO) -> None:
+    def __init__(self, source: Readable, copy: BackgroundWriter) -> None:
         super().__init__()
         self._source, self._copy = source, copy
 

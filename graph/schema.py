@@ -169,4 +169,32 @@ def _networks(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX endpoints_container ON endpoints (container_id)")
 
 
-MIGRATIONS: Final[tuple[Migration, ...]] = (_jobs, _entities, _images, _containers, _networks)
+def _distribution(db: sqlite_utils.Database) -> None:
+    """Compressed blobs known for each layer: where a registry has them, and the local cache.
+
+    One row per (diff_id, blob digest, registry, repository). ``registry`` '' is the daemon's own
+    cache of compressed blobs (``blobs/sha256/<hex>``), made by push so that the next push does
+    not compress again. Rows are hints: a push still asks the registry before it skips a blob.
+    """
+    db.execute(
+        "CREATE TABLE layer_blobs ("
+        " diff_id TEXT NOT NULL,"
+        " digest TEXT NOT NULL,"
+        " media_type TEXT NOT NULL,"
+        " size INTEGER NOT NULL,"
+        " registry TEXT NOT NULL DEFAULT '',"
+        " repository TEXT NOT NULL DEFAULT '',"
+        " added REAL NOT NULL,"
+        " PRIMARY KEY (diff_id, digest, registry, repository))"
+    )
+    db.execute("CREATE INDEX layer_blobs_digest ON layer_blobs (digest)")
+
+
+MIGRATIONS: Final[tuple[Migration, ...]] = (
+    _jobs,
+    _entities,
+    _images,
+    _containers,
+    _networks,
+    _distribution,
+)

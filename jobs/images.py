@@ -261,6 +261,13 @@ def _delete(
             {"Untagged": familiar_name(str(with_default_tag(ref)) if not ref.digest else str(ref))}
         )
         image = store.get(image.id)
+        if not ref.digest and not any(parse(t).name == ref.name for t in image.tags):
+            # The repository's last tag went: its digest references go with it, as in Docker.
+            for name_ in image.digests:
+                if parse(name_).name == ref.name:
+                    store.untag(parse(name_))
+                    out.append({"Untagged": familiar_name(name_)})
+            image = store.get(image.id)
         if image.tags or image.digests or store.children(image.id):
             return out
     else:

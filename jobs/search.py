@@ -1,9 +1,9 @@
 """The ``search`` job: Docker's ``GET /images/search`` (find images on a registry).
 
-Searching asks a registry's index, and the registry client does not exist yet: the job checks
-its params as dockerd does (a term is required, ``limit`` is 1-100, the filters are
-``is-official``, ``is-automated`` and ``stars``) and then refuses with ``NotSupported``, so a
-client sees a clear 501 rather than an empty result.
+Searching asks Docker Hub's v1 index, which the Registry HTTP API v2 that registries speak has
+no equivalent of: the job checks its params as dockerd does (a term is required, ``limit`` is
+1-100, the filters are ``is-official``, ``is-automated`` and ``stars``) and then refuses with
+``NotSupported``, so a client sees a clear 501 rather than an empty result.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ class SearchParams:
 
 
 async def search(job: Job[SearchParams]) -> None:
-    """Search a registry for images (not available yet: NotSupported after the checks)."""
+    """Search a registry for images (not supported: NotSupported after the checks)."""
     p = job.params
     if not p.term.strip():
         raise InvalidArgument("term: a search term is required")
@@ -36,8 +36,7 @@ async def search(job: Job[SearchParams]) -> None:
         raise InvalidArgument(f"limit {p.limit} is outside the range of [1, 100]")
     check_filters(p.filters, FILTERS)
     raise NotSupported(
-        f"search {p.term}: searching a registry is not supported yet; "
-        "it arrives with the registry client"
+        f"search {p.term}: searching is not supported: the Registry HTTP API v2 has no search"
     )
 
 

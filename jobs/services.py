@@ -10,6 +10,7 @@ from typing import Final
 from drivers.exec import ExecDriver
 from drivers.graph import GraphDriver
 from engine import Key
+from graph.blobs import BlobStore
 from graph.images import ImageStore
 from graph.jobhistory import JobHistory
 from graph.layers import LayerStore
@@ -17,6 +18,7 @@ from graph.volumes import VolumeStore
 from jobs.eventlog import EventLog
 from jobs.netcontroller import NetworkController
 from jobs.runtime import Runtime
+from registry.service import RegistryService
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,3 +46,5 @@ RUNTIME: Final[Key[Runtime]] = Key("container runtime", Runtime)
 EXEC_DRIVER: Final[Key[ExecDriver]] = Key("exec driver", ExecDriver)  # type: ignore[type-abstract]
 EVENTS: Final[Key[EventLog]] = Key("event log", EventLog)
 NETWORK: Final[Key[NetworkController]] = Key("network controller", NetworkController)
+REGISTRY: Final[Key[RegistryService]] = Key("registry service", RegistryService)
+BLOBS: Final[Key[BlobStore]] = Key("blob store", BlobStore)

@@ -15,7 +15,17 @@ from typing import Any, Final
 
 from engine import VERSION, Engine, Job
 from engine.errors import Unavailable
-from jobs.services import DAEMON, EVENTS, EXEC_DRIVER, GRAPH_DRIVER, IMAGES, NETWORK, RUNTIME
+from jobs.services import (
+    DAEMON,
+    EVENTS,
+    EXEC_DRIVER,
+    GRAPH_DRIVER,
+    IMAGES,
+    NETWORK,
+    REGISTRY,
+    RUNTIME,
+)
+from registry.endpoint import RegistryConfig
 
 API_VERSION: Final = "1.45"
 MIN_API_VERSION: Final = "1.24"
@@ -128,13 +138,7 @@ def _docker_fields(engine: Engine) -> dict[str, object]:
         "NEventsListener": engine[EVENTS].readers,
         "OSVersion": _os_release("VERSION_ID"),
         "IndexServerAddress": "https://index.docker.io/v1/",
-        "RegistryConfig": {
-            "AllowNondistributableArtifactsCIDRs": None,
-            "AllowNondistributableArtifactsHostnames": None,
-            "InsecureRegistryCIDRs": [],
-            "IndexConfigs": {},
-            "Mirrors": None,
-        },
+        "RegistryConfig": _registry_config(engine),
         "GenericResources": None,
         "HttpProxy": "",
         "HttpsProxy": "",
@@ -157,6 +161,13 @@ def _docker_fields(engine: Engine) -> dict[str, object]:
         "InitCommit": {"ID": "", "Expected": ""},
         "CDISpecDirs": [],
     }
+
+
+def _registry_config(engine: Engine) -> dict[str, object]:
+    try:
+        return engine[REGISTRY].config.to_info()
+    except Unavailable:  # an engine without the registry service (a tool, a test)
+        return RegistryConfig().to_info()
 
 
 def _sysctl(name: str) -> bool:

@@ -23,6 +23,7 @@ from engine.errors import (
     InvalidArgument,
     NotFound,
     NotSupported,
+    Unauthenticated,
     Unavailable,
     kind_of,
 )
@@ -31,7 +32,7 @@ from jobs.system import API_VERSION, MIN_API_VERSION
 from server.containerroutes import ROUTES as CONTAINER_ROUTES
 from server.hijack import hijack
 from server.render import json_response
-from server.routes import ROUTES, Route
+from server.routes import JOB_CHOSEN, ROUTES, Route
 from server.systemroutes import ROUTES as SYSTEM_ROUTES
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,7 @@ HTTP_STATUS: Final[dict[type[EngineError], int]] = {
     Cancelled: 409,
     Unavailable: 503,
     NotSupported: 501,
+    Unauthenticated: 401,
 }
 HEADERS: Final = {
     "Api-Version": API_VERSION,
@@ -156,7 +158,7 @@ async def ping(request: web.Request) -> web.StreamResponse:
 def _serve(route: Route) -> Handler:
     async def handle(request: web.Request) -> web.StreamResponse:
         args, params = await route.bind(request)
-        name = route.job or request.match_info["name"]
+        name = request.get(JOB_CHOSEN) or route.job or request.match_info["name"]
         job = request.app[ENGINE].job(name, *args, **params)
         if route.render is not hijack:
             job.stdin.attach(request.content)

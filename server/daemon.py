@@ -31,6 +31,7 @@ from drivers.network.base import Settings
 from engine import Engine
 from engine.errors import FailedPrecondition
 from engine.plugins import load_plugins
+from graph.blobs import BlobStore
 from graph.containers import ContainerStore
 from graph.db import GraphDB
 from graph.images import ImageStore
@@ -43,6 +44,7 @@ from jobs.eventlog import EventLog
 from jobs.netcontroller import NetworkController
 from jobs.runtime import Runtime, now_rfc3339
 from jobs.services import (
+    BLOBS,
     DAEMON,
     EVENTS,
     EXEC_DRIVER,
@@ -51,10 +53,12 @@ from jobs.services import (
     IMAGES,
     LAYERS,
     NETWORK,
+    REGISTRY,
     RUNTIME,
     VOLUMES,
     DaemonInfo,
 )
+from registry.service import RegistryService
 from server import serveapi
 from server.serveapi import INSECURE_TCP
 
@@ -82,6 +86,7 @@ class DaemonConfig:
     shutdown_timeout: float = 15.0
     network: Settings = field(default_factory=Settings)
     network_driver: str = ""  # the default network's driver (bridge, host or none)
+    registry: RegistryService = field(default_factory=RegistryService)
 
 
 @contextlib.contextmanager
@@ -153,7 +158,12 @@ async def run(config: DaemonConfig) -> None:
             engine.provide(HISTORY, history)
             engine.provide(GRAPH_DRIVER, driver)
             engine.provide(LAYERS, layers)
-            engine.provide(IMAGES, ImageStore(db))
+            images = ImageStore(db)
+            engine.provide(IMAGES, images)
+            blobs = BlobStore(db, config.data_root / "blobs")
+            await asyncio.to_thread(_prune_blobs, blobs, layers)
+            engine.provide(BLOBS, blobs)
+            engine.provide(REGISTRY, config.registry)
             volumes = VolumeStore(db, config.data_root / "volumes")
             await asyncio.to_thread(volumes.recover)
             engine.provide(VOLUMES, volumes)
@@ -182,6 +192,13 @@ async def run(config: DaemonConfig) -> None:
             history.close()
             db.close()
             driver.cleanup()
+
+
+def _prune_blobs(blobs: BlobStore, layers: LayerStore) -> None:
+    """Drop cached blobs and registry hints of layers that are gone (after a crash or rmi)."""
+    removed = blobs.prune({layer.diff_id for layer in layers.all()})
+    if removed:
+        log.info("removed %d cached blob(s) of deleted layers", removed)
 
 
 async def _network(config: DaemonConfig, db: GraphDB, runtime: Runtime) -> NetworkController:

@@ -15,7 +15,7 @@ import orjson
 from aiohttp import web
 
 from engine import Job
-from engine.errors import InvalidArgument, NotSupported
+from engine.errors import InvalidArgument
 from server import render
 
 Bound = tuple[tuple[str, ...], dict[str, object]]
@@ -33,6 +33,9 @@ STDIN_TYPES: Final = frozenset(
     }
 )
 Binder = Callable[[web.Request], Awaitable[Bound]]
+# A binder may choose the job itself (``/images/create`` is a pull or an import) by setting this
+# key on the request; it wins over the route's job.
+JOB_CHOSEN: Final = "dockyard.job"
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,23 +136,55 @@ def query_args(name: str) -> Binder:
     return bind
 
 
+def registry_auth(request: web.Request) -> dict[str, object]:
+    """The ``X-Registry-Auth`` header as the ``auth`` param (absent: no param)."""
+    value = request.headers.get("X-Registry-Auth", "")
+    return {"auth": value} if value else {}
+
+
 def image_create() -> Binder:
-    """Bind ``POST /images/create``: ``fromSrc`` (URL or ``-`` for the body) → import."""
+    """Bind ``POST /images/create``: ``fromImage`` → pull; ``fromSrc`` (URL or ``-``) → import."""
 
     async def bind(request: web.Request) -> Bound:
         q = request.query
-        if "fromImage" in q:
-            raise NotSupported("fromImage: pulling from a registry is not supported yet")
+        if q.get("fromImage"):
+            request[JOB_CHOSEN] = "pull"
+            tag = q.get("tag", "")
+            name = q["fromImage"]
+            last = name.rsplit("/", 1)[-1]
+            params: dict[str, object] = {"tag": tag, "platform": q.get("platform", "")}
+            if not tag and ":" not in last and "@" not in name:
+                params["all_tags"] = True  # Docker: an empty tag pulls every tag
+            return (name,), {**params, **registry_auth(request)}
         if "fromSrc" not in q:
             raise InvalidArgument("fromSrc: give fromSrc (a URL, or - for the request body)")
         args = [q["fromSrc"]]
         if q.get("repo"):
             args.append(f"{q['repo']}:{q['tag']}" if q.get("tag") else q["repo"])
-        params: dict[str, object] = {
+        params = {
             "changes": q.getall("changes", []),
             "message": q.get("message", ""),
         }
         return tuple(args), params
+
+    return bind
+
+
+def image_push() -> Binder:
+    """Bind ``POST /images/{name}/push?tag=``: the name, the tag and the registry credentials."""
+
+    async def bind(request: web.Request) -> Bound:
+        params = {"tag": request.query.get("tag", ""), **registry_auth(request)}
+        return (request.match_info["name"],), params
+
+    return bind
+
+
+def with_auth(*names: str) -> Binder:
+    """Bind path variables *names* as args and ``X-Registry-Auth`` as the ``auth`` param."""
+
+    async def bind(request: web.Request) -> Bound:
+        return tuple(request.match_info[n] for n in names), registry_auth(request)
 
     return bind
 
@@ -236,12 +271,33 @@ ROUTES: Final[tuple[Route, ...]] = (
     Route("POST", "/jobs/{name}", None, job_body(), render.lines),
     Route("POST", "/images/create", "import", image_create(), render.progress),
     Route("GET", "/images/json", "images", query("all", "filters"), render.array),
+    Route(
+        "POST",
+        "/auth",
+        "auth",
+        body_fields(
+            username="username",
+            password="password",
+            serveraddress="serveraddress",
+            email="email",
+            identitytoken="identitytoken",
+        ),
+        render.one,
+    ),
     Route("GET", "/images/get", "image_export", query_args("names"), render.tar),
     Route("POST", "/images/load", "load", query("quiet"), render.progress),
     Route("GET", "/images/{name:.+}/json", "image_inspect", path_args("name"), render.one),
     Route("GET", "/images/{name:.+}/history", "history", path_args("name"), render.array),
     Route("GET", "/images/{name:.+}/get", "image_export", path_args("name"), render.tar),
     Route("POST", "/images/{name:.+}/tag", "tag", tag_target(), render.created),
+    Route("POST", "/images/{name:.+}/push", "push", image_push(), render.progress),
+    Route(
+        "GET",
+        "/distribution/{name:.+}/json",
+        "distribution_inspect",
+        with_auth("name"),
+        render.one,
+    ),
     Route(
         "DELETE",
         "/images/{name:.+}",

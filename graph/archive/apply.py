@@ -30,7 +30,7 @@ from typing import BinaryIO, Final, cast
 
 from engine.errors import InvalidArgument, NotFound
 
-from .compression import HashingReader, open_layer
+from .compression import TRAILING_MAX, HashingReader, open_layer
 from .entries import create
 from .metadata import meta_of
 from .model import AppliedLayer, Whiteouts
@@ -88,7 +88,7 @@ def apply_stream(rootdir: RootDir, stream: BinaryIO, whiteouts: Whiteouts) -> Ap
             # Stream mode still keeps every TarInfo; drop them so memory stays flat.
             tf.members.clear()  # type: ignore[attr-defined]
     u.finish_dirs()
-    reader.drain()
+    reader.drain(TRAILING_MAX)
     return AppliedLayer(reader.digest(), u.size)
 
 

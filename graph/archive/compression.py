@@ -23,6 +23,10 @@ GZIP_MAGIC: Final = b"\x1f\x8b"
 ZSTD_MAGIC: Final = b"\x28\xb5\x2f\xfd"
 XZ_MAGIC: Final = b"\xfd7zXZ\x00"
 _CHUNK: Final = 1 << 16
+_INPUT: Final = 1 << 20  # compressed bytes read at a time
+# A tar ends with two zero blocks, padded to its record size (10 KiB by default); far more than
+# that after the end is junk or a decompression bomb, refused rather than read and kept.
+TRAILING_MAX: Final = 1 << 20
 
 # What a broken compressed stream raises; a tar that lies is handled by the tar reader.
 _CORRUPT: Final = (gzip.BadGzipFile, EOFError, zlib.error, lzma.LZMAError, zstandard.ZstdError)
@@ -74,11 +78,15 @@ class HashingReader(io.RawIOBase):
         buf[: len(data)] = data
         return len(data)
 
-    def drain(self) -> None:
-        """Read to the end of the stream so the digest covers trailing blocks and junk."""
+    def drain(self, limit: int | None = None) -> None:
+        """Read to the end of the stream so the digest covers trailing blocks and junk;
+        InvalidArgument if more than *limit* bytes are left (a decompression bomb)."""
         buf = bytearray(_CHUNK)
-        while self.readinto(buf):
-            pass
+        left = 0
+        while n := self.readinto(buf):
+            left += n
+            if limit is not None and left > limit:
+                raise InvalidArgument(f"layer: more than {limit} bytes after the tar archive's end")
 
     def digest(self) -> str:
         """Return ``sha256:<hex>`` of the bytes read so far."""
@@ -95,9 +103,43 @@ def _peek(stream: Readable, size: int) -> bytes:
     return head
 
 
+class _Gunzip(io.RawIOBase):
+    """gzip (one member or several) decompressed in large chunks, with zlib checking each
+    member's CRC and length; much less per-call work than ``gzip.GzipFile``'s 8 KiB reads."""
+
+    def __init__(self, raw: Readable) -> None:
+        super().__init__()
+        self._raw = raw
+        self._z = zlib.decompressobj(31)
+        self._input = b""  # compressed bytes not yet given to zlib
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buf: memoryview | bytearray) -> int:  # type: ignore[override]
+        while True:
+            if self._z.eof:
+                rest = (self._z.unused_data or self._input).lstrip(b"\0")
+                while not rest:  # zero padding after a member is allowed, as by gzip(1)
+                    more = self._raw.read(_INPUT)
+                    if not more:
+                        return 0
+                    rest = more.lstrip(b"\0")
+                self._z, self._input = zlib.decompressobj(31), rest  # the next member
+            if not self._input:
+                self._input = self._raw.read(_INPUT)
+                if not self._input:
+                    raise EOFError("the gzip stream ended before its end-of-stream marker")
+            data = self._z.decompress(self._input, len(buf))
+            self._input = self._z.unconsumed_tail
+            if data:
+                buf[: len(data)] = data
+                return len(data)
+
+
 def _decompressor(head: bytes, raw: BinaryIO) -> Readable:
     if head.startswith(GZIP_MAGIC):
-        return gzip.GzipFile(fileobj=raw, mode="rb")
+        return io.BufferedReader(_Gunzip(raw), _CHUNK)
     if head.startswith(ZSTD_MAGIC):
         return zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True)
     if head.startswith(XZ_MAGIC):

@@ -71,13 +71,16 @@ def _regular(
     src = tf.extractfile(info)
     if src is None:  # tarfile returns None only for non-regular members
         raise InvalidArgument(f"invalid layer entry {info.name!r}: no file data")
-    tmp = f".tmp-layer-{secrets.token_hex(8)}"
+    # Over an existing file: write a temp name and rename it over, so the old one is whole until
+    # the new one is. At a free name (most of every new layer): create the file in place.
+    tmp = f".tmp-layer-{secrets.token_hex(8)}" if st is not None else name
     with Fd(os.open(tmp, _NEW_FILE, 0o600, dir_fd=pfd.fileno())) as wfd:
         try:
             with open(wfd.fileno(), "wb", closefd=False) as out:
-                shutil.copyfileobj(src, out, 1 << 16)
+                shutil.copyfileobj(src, out, 1 << 20)
             apply_meta(wfd, info.name, meta, as_root=u.as_root)
-            os.rename(tmp, name, src_dir_fd=pfd.fileno(), dst_dir_fd=pfd.fileno())
+            if tmp != name:
+                os.rename(tmp, name, src_dir_fd=pfd.fileno(), dst_dir_fd=pfd.fileno())
         except BaseException:
             with suppress(FileNotFoundError):
                 os.unlink(tmp, dir_fd=pfd.fileno())

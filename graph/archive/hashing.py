@@ -12,7 +12,7 @@ import queue
 import threading
 from typing import Final
 
-_DEPTH: Final = 32  # chunks in flight at most (callers feed chunks of up to 1 MiB)
+_DEPTH: Final = 8  # chunks in flight at most (callers feed chunks of up to 1 MiB)
 
 
 class BackgroundSha256:

@@ -16,6 +16,7 @@ import re
 import secrets
 import shutil
 import signal
+import socket
 import sqlite3
 import subprocess
 import tarfile
@@ -647,9 +648,14 @@ def test_docker_image_routes(daemon: Daemon, busybox: bytes) -> None:
     assert messages == [{"stream": "Loaded image: busybox:latest\n"}]
     assert ids(daemon) == [image]
 
-    status, headers, body = request(daemon, "POST", "/images/create?fromImage=x")
-    assert status == 501 and headers["Content-Type"] == "application/json"
-    assert "fromImage" in json.loads(body)["message"]
+    # A pull from a registry that does not answer (a closed port on loopback: test traffic never
+    # leaves the machine) is refused before the stream starts, with the registry named.
+    closed = closed_port()
+    status, headers, body = request(
+        daemon, "POST", f"/images/create?fromImage=127.0.0.1:{closed}/x"
+    )
+    assert status == 503 and headers["Content-Type"] == "application/json"
+    assert f"127.0.0.1:{closed}: cannot reach the registry" in json.loads(body)["message"]
 
     status, headers, body = request(daemon, "GET", "/images/nosuch/json")
     assert status == 404 and headers["Content-Type"] == "application/json"
@@ -927,3 +933,10 @@ def test_round_trip_on_each_driver(
     daemon.stop()
     assert table_rows(data, "layers") == []
     assert list((data / "layertars").iterdir()) == []
+
+
+def closed_port() -> int:
+    """A loopback TCP port nothing listens on (bound, then released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

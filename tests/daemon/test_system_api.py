@@ -133,7 +133,7 @@ def test_search_is_not_supported_yet(daemon: Daemon) -> None:
     status, body = call(daemon, "GET", "/images/search")
     assert status == 400 and body["message"] == "term: a search term is required"
     status, body = call(daemon, "GET", "/images/search?term=busybox&limit=10")
-    assert status == 501 and "searching a registry is not supported yet" in body["message"]
+    assert status == 501 and "searching is not supported" in body["message"]
 
 
 def test_cli_network_commands(daemon: Daemon) -> None:

@@ -248,7 +248,7 @@ def test_search_checks_then_refuses(engine: Engine) -> None:
         call(engine, "search", term="busybox", limit=0)
     with pytest.raises(InvalidArgument, match="invalid filter 'name'"):
         call(engine, "search", term="busybox", filters={"name": ["x"]})
-    with pytest.raises(NotSupported, match="search busybox: searching a registry"):
+    with pytest.raises(NotSupported, match="search busybox: searching is not supported"):
         call(engine, "search", term="busybox", limit=5, filters={"is-official": ["true"]})
 
 
