@@ -11,7 +11,11 @@ step() { printf '\n\033[1m$ %s\033[0m\n' "$*"; "$@"; }
 
 "$DOCKYARD" daemon -H "unix://$SOCK" >"$LOG" 2>&1 &
 pid=$!
+reg_pid=""
+REG_DIR=""
 stop() {
+  if [ -n "$reg_pid" ]; then kill -TERM "$reg_pid" 2>/dev/null || true; wait "$reg_pid" 2>/dev/null || true; fi
+  if [ -n "$REG_DIR" ]; then rm -rf "$REG_DIR"; fi
   if kill -0 "$pid" 2>/dev/null; then kill -TERM "$pid"; wait "$pid" || true; fi
   echo; echo "daemon stopped; its log: $LOG"
 }
@@ -65,3 +69,20 @@ step curl -s "http://127.0.0.1:$port/"
 step "$DOCKYARD" run --rm --network demo-net busybox wget -q -O - http://demo-httpd/
 step "$DOCKYARD" rm -f demo-httpd
 step "$DOCKYARD" network rm demo-net
+# Registries: a private registry on loopback (Debian's docker-registry), pushed to and pulled from.
+if command -v docker-registry >/dev/null; then
+  REG_DIR=$(mktemp -d /tmp/dockyard-demo-registry.XXXXXX)
+  REG_PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  printf 'version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: %s/data\nhttp:\n  addr: 127.0.0.1:%s\n' \
+    "$REG_DIR" "$REG_PORT" >"$REG_DIR/config.yml"
+  docker-registry serve "$REG_DIR/config.yml" >"$REG_DIR/log" 2>&1 &
+  reg_pid=$!
+  for _ in $(seq 50); do curl -sf "http://127.0.0.1:$REG_PORT/v2/" >/dev/null && break; sleep 0.1; done
+  IMAGE=127.0.0.1:$REG_PORT/demo/busybox:1
+  step "$DOCKYARD" tag busybox "$IMAGE"
+  step "$DOCKYARD" push "$IMAGE"
+  step "$DOCKYARD" rmi "$IMAGE"
+  step "$DOCKYARD" pull "$IMAGE"
+  step "$DOCKYARD" run --rm "$IMAGE" echo hello from a pulled image
+  step "$DOCKYARD" rmi "$IMAGE"
+fi
