@@ -61,6 +61,11 @@ WANT_DOCKYARD=1
 KEEP=0
 OUT=$HERE/results/pull.txt
 
+# --- lib.sh: median, unmount_under, stop_dockyard (by its PID). This script's daemon runs no
+# container, so it has its own start_dockyard, setup_dockerd and cleanup, defined below.
+# shellcheck source=bench/lib.sh
+source "$HERE/lib.sh"
+
 usage() { sed -n '2,33s/^# \{0,1\}//p' "$0"; }
 say() { echo "$PROG: $*" >&2; }
 die() {
@@ -122,7 +127,7 @@ made_bridge=0
 cleanup() {
   local rc=$?
   trap - EXIT INT TERM
-  if [ -n "$dy_pid" ]; then stop_dockyard || rc=1; fi
+  if [ -n "$dy_pid" ]; then stop_pull_daemon || rc=1; fi
   remove_bridge || rc=1
   if [ -n "$reg_pid" ]; then stop_registry; fi
   if [ "$dockerd_in_use" = 1 ] && [ "$started_dockerd" = 0 ] && [ -n "$reg_port" ]; then
@@ -270,22 +275,10 @@ timed() {
   printf '  %-8s %-6s %8s s\n' "$tool" "$op" "$s" >&2
 }
 
-median() { # numbers as arguments
-  printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END {
-    if (NR == 0) exit 1
-    if (NR % 2) printf "%.3f", v[(NR + 1) / 2]; else printf "%.3f", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
-}
-
 # --- dockyard -------------------------------------------------------------------------------
 
 DY=("$DOCKYARD" -H "unix://$DY_SOCK")
 DY_BASE="" # `images -a -q` of the fresh daemon: what must be left after every rmi
-
-unmount_under() {
-  local mnt
-  awk -v d="$1" '$5 == d || index($5, d "/") == 1 { print $5 }' /proc/self/mountinfo | sort -r |
-    while IFS= read -r mnt; do umount "$mnt" 2>/dev/null || umount -l "$mnt" || true; done
-}
 
 start_dockyard() {
   if "${DY[@]}" version >/dev/null 2>&1; then
@@ -322,16 +315,8 @@ start_dockyard() {
   done
 }
 
-stop_dockyard() {
-  local i
-  kill -TERM "$dy_pid" 2>/dev/null || true
-  for i in $(seq 300); do
-    kill -0 "$dy_pid" 2>/dev/null || break
-    [ "$i" = 300 ] && kill -KILL "$dy_pid" 2>/dev/null
-    sleep 0.1
-  done
-  wait "$dy_pid" 2>/dev/null || true
-  dy_pid=""
+stop_pull_daemon() {
+  stop_dockyard
   rm -f "$DY_SOCK"
   unmount_under "$DY_EXEC"
   unmount_under "$DY_DATA"
@@ -463,6 +448,7 @@ if [ "$WANT_DOCKYARD" = 1 ]; then
     say "$DOCKYARD has no pull/push/tag/rmi commands yet: skipping dockyard"
   fi
 fi
+# shellcheck disable=SC2119 # this script's own setup_dockerd (not lib.sh's) takes no argument
 if setup_dockerd; then
   run_dockerd=1
   dockerd_in_use=1
@@ -528,7 +514,7 @@ for i in $(seq "$RUNS"); do
   if [ "$run_dockerd" = 1 ]; then push_run dockerd push "$DOCKER"; fi
 done
 
-if [ "$run_dockyard" = 1 ]; then stop_dockyard; fi
+if [ "$run_dockyard" = 1 ]; then stop_pull_daemon; fi
 if [ "$run_dockerd" = 1 ]; then
   "$DOCKER" rmi "$(ref "$PUSH_REPO")" "$(ref "$PULL_REPO")" >>"$LOG" 2>&1 ||
     die "docker rmi of the bench images failed"

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Final
 
 from drivers.graph import GraphDriver
-from drivers.graph.base import ID_PATTERN
+from drivers.graph.base import ID_PATTERN, Lister
 from engine.errors import InvalidArgument
 from graph.db import GraphDB, Row
 from graph.images import diff_ids_of, image_id
@@ -45,7 +45,6 @@ from graph.layers import LayerStore, chain_id
 
 HEX64: Final = re.compile(r"[a-f0-9]{64}")
 # Where each built-in driver keeps its layer directories, relative to its home.
-LAYOUTS: Final = {"vfs": "dir", "overlay": ".", "btrfs": "subvolumes"}
 
 
 @dataclass(frozen=True)
@@ -90,11 +89,8 @@ def check(
 
 
 def driver_layers(driver: GraphDriver) -> set[str] | None:
-    """The layer ids *driver* keeps on disk; None if its layout is unknown (cannot be listed)."""
-    home, where = getattr(driver, "home", None), LAYOUTS.get(driver.name)
-    if not isinstance(home, Path) or where is None:
-        return None
-    return {name for name in _names(home / where) if ID_PATTERN.fullmatch(name)}
+    """The layer ids *driver* keeps on disk; None if it cannot list them."""
+    return driver.ids() if isinstance(driver, Lister) else None
 
 
 def _database(db: GraphDB) -> Iterator[Problem]:

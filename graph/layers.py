@@ -46,7 +46,7 @@ if TYPE_CHECKING:
 from drivers.graph import Differ, GraphDriver, NaiveDiffer
 from engine.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from graph.archive import AppliedLayer
-from graph.archive.compression import TRAILING_MAX, Readable, decompressed, is_compressed
+from graph.archive.compression import Readable, decompressed, is_compressed
 from graph.archive.writer import BackgroundWriter
 from graph.db import GraphDB, Row
 
@@ -228,13 +228,8 @@ class LayerStore:
             try:
                 tee = io.BufferedReader(_Tee(decompressed(stream), writer), 1 << 20)
                 applied = self.differ.apply_diff(id, parent, cast(BinaryIO, tee))
-                trailing = 0  # apply stops at the end-of-archive blocks; keep what follows them
-                while chunk := tee.read(1 << 20):
-                    trailing += len(chunk)
-                    if trailing > TRAILING_MAX:
-                        raise InvalidArgument(
-                            f"layer: more than {TRAILING_MAX} bytes after the tar archive's end"
-                        )
+                while tee.read(1 << 20):  # apply stops at the end-of-archive blocks; keep the rest
+                    pass
             finally:
                 writer.close()
             copy.flush()

@@ -15,20 +15,18 @@ import contextlib
 import functools
 import io
 import threading
-import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 
 from engine.crashpoint import reach
 from engine.errors import Cancelled, InvalidArgument
+from engine.streams import in_thread
 from graph.layers import DiffIdMismatch, Layer, LayerStore
-from jobs.progress import Emit, Throttle, counted, short, status
+from jobs.progress import Emit, Throttle, short, status
 from registry.client import Repository
 from registry.download import DigestMismatch, Retry, Spool, fetch, remove
 from registry.manifest import Descriptor
-
-InThread = Callable[[Callable[[threading.Event], Layer]], Awaitable[Layer]]
 
 
 class LayerPull:
@@ -82,7 +80,7 @@ class LayerPull:
         self._emit(status("Verifying Checksum", self.id))
         self._emit(status("Download complete", self.id))
 
-    async def apply(self, in_thread: InThread, layers: LayerStore, parent: str) -> Layer:
+    async def apply(self, layers: LayerStore, parent: str) -> Layer:
         """Apply the layer on *parent* as it downloads; return it once it is ready."""
         for attempt in (1, 2):
             spool = self._spool
@@ -116,13 +114,13 @@ class LayerPull:
     def _register(
         self, spool: Spool, layers: LayerStore, parent: str, stop: threading.Event
     ) -> Layer:
-        with spool.reader(stop) as stream:
-            watched = _Watched(stream, self.blob.size, spool, self._extracting)
-            return layers.register(cast(BinaryIO, watched), parent, self.diff_id)
+        def emit(message: dict[str, object]) -> None:  # from the worker thread
+            self._loop.call_soon_threadsafe(self._emit, message)
 
-    def _extracting(self, current: int) -> None:  # in the worker thread
-        message = counted("Extracting", self.id, current, self.blob.size)
-        self._loop.call_soon_threadsafe(self._emit, message)
+        shown = Throttle(emit, "Extracting", self.id, self.blob.size)
+        with spool.reader(stop) as stream:
+            watched = _Watched(stream, self.blob.size, spool, shown)
+            return layers.register(cast(BinaryIO, watched), parent, self.diff_id)
 
     async def stop(self) -> None:
         """Stop the download if it still runs, and remove its spool."""
@@ -142,7 +140,6 @@ class _Watched(io.RawIOBase):
         super().__init__()
         self._source, self._total, self._spool, self._report = source, total, spool, report
         self._count = 0
-        self._last = 0.0
 
     def readable(self) -> bool:
         return True
@@ -152,11 +149,8 @@ class _Watched(io.RawIOBase):
         self._count += len(data)
         if self._count > self._total // 2:
             reach("pull.mid_extract")
-        if self._spool.done:
-            now = time.monotonic()
-            if now - self._last >= 0.1 or self._count >= self._total:
-                self._last = now
-                self._report(self._count)
+        if self._spool.done:  # before that, the download's own progress is shown
+            self._report(self._count)
         return data
 
     def readinto(self, buffer: Any, /) -> int:

@@ -22,7 +22,6 @@ from typing import Any
 from engine import ArgSpec, Engine, Job
 from engine.crashpoint import reach
 from engine.errors import InvalidArgument, NotFound, Unauthenticated
-from engine.streams import in_thread
 from graph.blobs import BlobRecord
 from graph.images import ImageNotFound, ImageStore, diff_ids_of, image_id
 from graph.layers import Layer, LayerStore, chain_id
@@ -184,7 +183,7 @@ async def _pull_layers(
     parent = have[-1].id if have else ""
     try:
         for one in pulls:
-            layer = await one.apply(lambda apply: in_thread(apply), layers, parent)
+            layer = await one.apply(layers, parent)
             fresh.append(layer)
             parent = layer.id
             await asyncio.to_thread(_remember, job, repo, one, layer)

@@ -22,6 +22,7 @@ import aiohttp
 from engine.errors import InvalidArgument, Unavailable
 from registry.body import read_capped
 from registry.credentials import AuthConfig
+from registry.manifest import decode
 
 _PARAM: Final = re.compile(r'([A-Za-z_][\w-]*)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]+))')
 _MAX_TOKEN_BODY: Final = 1 << 20
@@ -118,8 +119,6 @@ class Authorizer:
 
 
 def _token_of(body: bytes, where: str) -> tuple[str, float]:
-    from registry.manifest import decode  # the strict decoder, for untrusted JSON
-
     doc = decode(body, f"{where}: token")
     token = doc.get("token") or doc.get("access_token")
     if not isinstance(token, str) or not token:

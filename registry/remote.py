@@ -31,6 +31,7 @@ from registry.manifest import (
     Platform,
     check_digest,
     choose,
+    decode,
     parse,
 )
 
@@ -93,8 +94,6 @@ async def resolve(repo: Repository, reference: str, want: Platform) -> Resolved:
 
 async def tags(repo: Repository) -> list[str]:
     """Every tag of the repository (``GET /v2/<name>/tags/list``, following ``Link`` pages)."""
-    from registry.manifest import decode
-
     out: list[str] = []
     url = repo.url("tags/list?n=1000")
     for _ in range(100):

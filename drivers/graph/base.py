@@ -28,6 +28,7 @@ Example::
 from __future__ import annotations
 
 import logging
+import os
 import re
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -111,6 +112,23 @@ class Differ(Protocol):
     def diff_size(self, id: str, parent: str = "") -> int:
         """Return the bytes of regular files added or modified in *id* against *parent*."""
         ...
+
+
+@runtime_checkable
+class Lister(Protocol):
+    """Optional capability: list the layers the driver keeps (for ``info`` and the checker)."""
+
+    def ids(self) -> set[str]:
+        """Return the id of every layer on disk (``-init`` layers included)."""
+        ...
+
+
+def layer_ids(folder: Path) -> set[str]:
+    """The names in *folder* that are layer ids (a driver's layers, one entry each)."""
+    try:
+        return {entry.name for entry in os.scandir(folder) if ID_PATTERN.fullmatch(entry.name)}
+    except FileNotFoundError:
+        return set()
 
 
 Factory = Callable[[Path, Sequence[str]], GraphDriver]

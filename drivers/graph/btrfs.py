@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Final
 
-from drivers.graph.base import ID_PATTERN, ChildIndex, validate_id
+from drivers.graph.base import ChildIndex, layer_ids, validate_id
 from drivers.graph.mounts import fs_magic
 from engine.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, NotSupported
 
@@ -99,13 +99,16 @@ class BtrfsDriver:
         """Return whether layer *id* exists."""
         return (self.subvolumes / validate_id(id)).is_dir()
 
+    def ids(self) -> set[str]:
+        """Return the id of every layer on disk."""
+        return layer_ids(self.subvolumes)
+
     def status(self) -> list[tuple[str, str]]:
         """Return key/value pairs for `info`."""
-        layers = sum(1 for p in self.subvolumes.iterdir() if ID_PATTERN.fullmatch(p.name))
         return [
             ("Backing Filesystem", "btrfs"),
             ("Root Dir", str(self.home)),
-            ("Layers", str(layers)),
+            ("Layers", str(len(self.ids()))),
         ]
 
     def cleanup(self) -> None:

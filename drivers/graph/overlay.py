@@ -30,7 +30,7 @@ from operator import attrgetter
 from pathlib import Path
 from typing import BinaryIO, Final
 
-from drivers.graph.base import ID_PATTERN, ChildIndex, validate_id
+from drivers.graph.base import ChildIndex, layer_ids, validate_id
 from drivers.graph.mounts import BACKING_NAMES, MNT_DETACH, LibcMounter, Mounter, check_overlay
 from drivers.graph.naive import NaiveDiffer
 from engine.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
@@ -148,9 +148,13 @@ class OverlayDriver(NaiveDiffer):
         """Return whether layer *id* exists."""
         return (self.home / validate_id(id) / "diff").is_dir()
 
+    def ids(self) -> set[str]:
+        """Return the id of every layer on disk."""
+        return layer_ids(self.home)
+
     def status(self) -> list[tuple[str, str]]:
         """Return key/value pairs for `info`."""
-        n = str(sum(1 for p in self.home.iterdir() if ID_PATTERN.fullmatch(p.name)))
+        n = str(len(self.ids()))
         backing = BACKING_NAMES.get(self.backing, hex(self.backing))
         return [("Backing Filesystem", backing), ("Supports d_type", "true"), ("Layers", n)]
 

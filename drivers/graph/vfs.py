@@ -23,7 +23,7 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
-from drivers.graph.base import ID_PATTERN, ChildIndex, validate_id
+from drivers.graph.base import ChildIndex, layer_ids, validate_id
 from engine.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 
 NOFOLLOW = os.O_NOFOLLOW | os.O_CLOEXEC
@@ -102,10 +102,13 @@ class VfsDriver:
         validate_id(id)
         return (self.dir / id).is_dir()
 
+    def ids(self) -> set[str]:
+        """Return the id of every layer on disk."""
+        return layer_ids(self.dir)
+
     def status(self) -> list[tuple[str, str]]:
         """Return key/value pairs for `info`."""
-        layers = sum(1 for p in self.dir.iterdir() if ID_PATTERN.fullmatch(p.name))
-        return [("Root Dir", str(self.home)), ("Layers", str(layers))]
+        return [("Root Dir", str(self.home)), ("Layers", str(len(self.ids())))]
 
     def cleanup(self) -> None:
         """Nothing to release: vfs never mounts."""

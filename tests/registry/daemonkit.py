@@ -240,3 +240,12 @@ def pulld(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PullDaemon]:
         yield kit
     finally:
         stop_pull_daemon(kit)
+
+
+@pytest.fixture
+def store_stays_consistent(pulld: PullDaemon) -> Iterator[None]:
+    """After the test, the deep fsck of the daemon's store finds no problem (use it with
+    ``pytest.mark.usefixtures("store_stays_consistent")``)."""
+    yield
+    problems = pulld.fsck(deep=True)
+    assert problems == [], f"fsck found problems: {problems}"

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.registry.daemonkit import PullDaemon, needs_root, pulld
+from tests.registry.daemonkit import PullDaemon, needs_root, pulld, store_stays_consistent
 from tests.registry.registries import Registry
 
 docker = pytest.importorskip("docker", reason="docker-py is not installed: pip install docker")
@@ -26,16 +26,8 @@ DOCKER = shutil.which("docker") or "/usr/local/bin/docker"
 needs_docker_cli = pytest.mark.skipif(
     not Path(DOCKER).exists(), reason="the docker CLI is not installed (/usr/local/bin/docker)"
 )
-pytestmark = [needs_root, pytest.mark.slow]
-__all__ = ["pulld"]
-
-
-@pytest.fixture(autouse=True)
-def store_stays_consistent(pulld: PullDaemon) -> Iterator[None]:
-    """After each test, the deep fsck of the daemon's store finds no problem."""
-    yield
-    problems = pulld.fsck(deep=True)
-    assert problems == [], f"fsck found problems: {problems}"
+pytestmark = [needs_root, pytest.mark.slow, pytest.mark.usefixtures("store_stays_consistent")]
+__all__ = ["pulld", "store_stays_consistent"]
 
 
 @pytest.fixture

@@ -23,7 +23,7 @@ import pytest
 
 from tests.linux.containerkit import busybox_tar
 from tests.registry.conftest import needs_skopeo, needs_umoci
-from tests.registry.daemonkit import PullDaemon, needs_root, pulld
+from tests.registry.daemonkit import PullDaemon, needs_root, pulld, store_stays_consistent
 from tests.registry.images import (
     OCI_INDEX,
     busybox_rootfs_tar,
@@ -37,16 +37,8 @@ from tests.registry.images import (
 )
 from tests.registry.registries import Registry
 
-pytestmark = [needs_root, pytest.mark.slow]
-__all__ = ["pulld"]
-
-
-@pytest.fixture(autouse=True)
-def store_stays_consistent(pulld: PullDaemon) -> Iterator[None]:
-    """After each test, the deep fsck of the daemon's store finds no problem."""
-    yield
-    problems = pulld.fsck(deep=True)
-    assert problems == [], f"fsck found problems: {problems}"
+pytestmark = [needs_root, pytest.mark.slow, pytest.mark.usefixtures("store_stays_consistent")]
+__all__ = ["pulld", "store_stays_consistent"]
 
 
 def sha256_file(path: Path) -> str:

@@ -12,28 +12,19 @@ import json
 import secrets
 import shutil
 import tarfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from cli.exits import ExitStatus
 from tests.linux.containerkit import busybox_tar
-from tests.registry.daemonkit import PullDaemon, needs_root, pulld
+from tests.registry.daemonkit import PullDaemon, needs_root, pulld, store_stays_consistent
 from tests.registry.hostile import HostileRegistry
 from tests.registry.images import busybox_rootfs_tar, layer, make_image, push_image
 from tests.registry.registries import Registry
 
-pytestmark = [needs_root, pytest.mark.slow]
-__all__ = ["pulld"]
-
-
-@pytest.fixture(autouse=True)
-def store_stays_consistent(pulld: PullDaemon) -> Iterator[None]:
-    """After each test, the deep fsck of the daemon's store finds no problem."""
-    yield
-    problems = pulld.fsck(deep=True)
-    assert problems == [], f"fsck found problems: {problems}"
+pytestmark = [needs_root, pytest.mark.slow, pytest.mark.usefixtures("store_stays_consistent")]
+__all__ = ["pulld", "store_stays_consistent"]
 
 
 def fresh_image(pulld: PullDaemon, tmp_path: Path, name: str) -> str:
